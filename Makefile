@@ -1,0 +1,69 @@
+# edgefleet — build, run, test.
+#
+#   make run     fetch what is missing, build, start an agent serving the digits CNN
+#   make test    go vet + all tests with the race detector
+#   make bench   benchmarks, results table in bench-results/
+#   make deps    onnxruntime shared library and the sample models (npm registry, sha256-pinned)
+
+SHELL      := /bin/bash
+GO         ?= go
+DEPS       := $(CURDIR)/.deps
+BIN        := $(CURDIR)/bin/edgefleet
+DATA       ?= $(CURDIR)/.data/agent
+HTTP_ADDR  ?= 127.0.0.1:8080
+GRPC_ADDR  ?= 127.0.0.1:8081
+ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
+export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
+export EDGEFLEET_DEPS    ?= $(DEPS)
+
+.PHONY: all build run test test-short bench deps deps-apt fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/edgefleet
+
+deps: $(DEPS)/.stamp
+
+$(DEPS)/.stamp: deploy/deps/npm.lock deploy/deps/fetch.sh
+	deploy/deps/fetch.sh $(DEPS)
+	@touch $@
+
+# Debian packages the tests use (servers are started by the tests themselves).
+deps-apt:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  need=""; for p in npm mosquitto docker-registry; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
+	fi
+
+run: deps build
+	@mkdir -p $(DATA)
+	@$(BIN) model ls --data $(DATA) 2>/dev/null | grep -q '^digits-cnn ' || \
+	  $(BIN) model import --data $(DATA) --name digits-cnn agent/testdata/digits/cnn.onnx
+	@echo
+	@echo "Try it (a handwritten 0 from the held-out set):"
+	@echo "  curl -s $(HTTP_ADDR)/v2/models/digits-cnn/infer -d @agent/testdata/digits/sample-request.json"
+	@echo
+	$(BIN) agent --data $(DATA) --http $(HTTP_ADDR) --grpc $(GRPC_ADDR)
+
+vet:
+	$(GO) vet ./...
+
+test: deps-apt deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent | sed 's/func //' | sort -u); do \
+	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent | head -1 | xargs dirname); \
+	  echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
+	done
+
+bench: deps build
+	@mkdir -p bench-results
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/... ./ota/... ./quantize/... | tee bench-results/go-bench.txt
+
+clean:
+	rm -rf bin .data bench-results

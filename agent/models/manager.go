@@ -1,0 +1,444 @@
+package models
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgefleet/edgefleet/agent/metrics"
+	"github.com/edgefleet/edgefleet/agent/runtime"
+)
+
+// Platform is the platform string the metadata endpoints report.
+const Platform = "onnxruntime_onnx"
+
+// Settings are the per-model serving settings. Zero fields take defaults.
+type Settings struct {
+	// IntraOpThreads per session run; 0 means 1.
+	IntraOpThreads int `yaml:"intra_op_threads,omitempty" json:"intra_op_threads,omitempty"`
+	// Instances is how many runs of the model may execute at once; 0 means 2.
+	Instances int `yaml:"instances,omitempty" json:"instances,omitempty"`
+	// MaxQueue bounds the requests waiting for an instance; beyond it requests
+	// fail at once with ErrOverloaded. 0 means 256; -1 means no queue.
+	MaxQueue int `yaml:"max_queue,omitempty" json:"max_queue,omitempty"`
+	// Providers lists execution providers in order, e.g. [cuda, cpu]; empty means [cpu].
+	Providers []string `yaml:"providers,omitempty" json:"providers,omitempty"`
+	// DeviceID is the GPU ordinal for GPU providers.
+	DeviceID int `yaml:"device_id,omitempty" json:"device_id,omitempty"`
+	// DefaultVersion pins the version used when a request names none; empty means the latest loaded.
+	DefaultVersion string `yaml:"default_version,omitempty" json:"default_version,omitempty"`
+}
+
+// Merge returns s with zero fields taken from d.
+func (s Settings) Merge(d Settings) Settings {
+	if s.IntraOpThreads == 0 {
+		s.IntraOpThreads = d.IntraOpThreads
+	}
+	if s.Instances == 0 {
+		s.Instances = d.Instances
+	}
+	if s.MaxQueue == 0 {
+		s.MaxQueue = d.MaxQueue
+	}
+	if len(s.Providers) == 0 {
+		s.Providers = d.Providers
+	}
+	if s.DeviceID == 0 {
+		s.DeviceID = d.DeviceID
+	}
+	return s
+}
+
+func (s Settings) withDefaults() Settings {
+	s = s.Merge(Settings{IntraOpThreads: 1, Instances: 2, MaxQueue: 256, Providers: []string{runtime.ProviderCPU}})
+	if s.MaxQueue < 0 {
+		s.MaxQueue = 0
+	}
+	return s
+}
+
+// Validate reports settings that cannot work.
+func (s Settings) Validate() error {
+	if s.IntraOpThreads < 0 || s.Instances < 0 {
+		return errors.New("intra_op_threads and instances must not be negative")
+	}
+	return runtime.ValidateProviders(s.Providers)
+}
+
+// Options configure a Manager.
+type Options struct {
+	Logger  *slog.Logger
+	Metrics *metrics.Agent
+	// ServerName and ServerVersion are reported by ServerMetadata.
+	ServerName, ServerVersion string
+}
+
+// Manager holds the loaded model versions. It is safe for concurrent use.
+type Manager struct {
+	log     *slog.Logger
+	metrics *metrics.Agent
+	server  ServerMetadata
+	ready   atomic.Bool
+
+	mu     sync.RWMutex // guards models and the maps inside them
+	models map[string]*model
+}
+
+type model struct {
+	name     string
+	settings Settings
+	versions map[string]*version
+}
+
+type version struct {
+	name, version string
+	sess          *runtime.Session
+	slots         chan struct{} // one token per instance
+	waiting       atomic.Int64
+	maxQueue      int64
+	refs          sync.WaitGroup // requests holding the version
+	meta          Metadata
+	params        map[string]string
+	loadedAt      time.Time
+}
+
+// NewManager returns an empty Manager; it reports ready once SetReady(true) is called.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "edgefleet"
+	}
+	return &Manager{
+		log: opts.Logger, metrics: opts.Metrics, models: map[string]*model{},
+		server: ServerMetadata{Name: opts.ServerName, Version: opts.ServerVersion,
+			Extensions: []string{"binary_tensor_data", "model_repository"}},
+	}
+}
+
+// SetReady marks the server ready (startup finished) or not (draining).
+func (m *Manager) SetReady(r bool) { m.ready.Store(r) }
+
+// Ready reports server readiness: started and every loaded model usable.
+func (m *Manager) Ready() bool { return m.ready.Load() }
+
+// ServerMetadata returns the server's name, version and protocol extensions.
+func (m *Manager) ServerMetadata() ServerMetadata { return m.server }
+
+// LoadRequest describes a model version to load.
+type LoadRequest struct {
+	Name, Version string
+	Model         []byte
+	Settings      Settings
+	// Parameters are extra metadata facts (digest, source, ...) reported in
+	// the model metadata's parameters.
+	Parameters map[string]string
+}
+
+// Load creates the sessions for a model version and makes it servable. Other
+// models keep serving while it loads. Loading a version that is already
+// loaded replaces it once the new sessions are ready.
+func (m *Manager) Load(ctx context.Context, req LoadRequest) error {
+	if req.Name == "" || req.Version == "" {
+		return fmt.Errorf("%w: model name and version are required", ErrInvalidInput)
+	}
+	s := req.Settings.withDefaults()
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("%w: model %s: %w", ErrInvalidInput, req.Name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	start := time.Now()
+	sess, err := runtime.NewSession(req.Model, runtime.Config{
+		IntraOpThreads: s.IntraOpThreads, Providers: s.Providers, DeviceID: s.DeviceID,
+		Logger: m.log.With("model", req.Name, "version", req.Version),
+	})
+	if err != nil {
+		return fmt.Errorf("loading model %s version %s: %w", req.Name, req.Version, err)
+	}
+	took := time.Since(start)
+	v := &version{name: req.Name, version: req.Version, sess: sess, maxQueue: int64(s.MaxQueue),
+		slots: make(chan struct{}, s.Instances), loadedAt: time.Now()}
+	for range s.Instances {
+		v.slots <- struct{}{}
+	}
+	v.params = map[string]string{}
+	maps.Copy(v.params, req.Parameters)
+	v.params["execution_provider"] = sess.Provider()
+	v.params["requested_execution_provider"] = sess.RequestedProvider()
+	if r := sess.FallbackReason(); r != "" {
+		v.params["fallback_reason"] = r
+	}
+	v.params["instances"] = strconv.Itoa(s.Instances)
+	v.params["intra_op_threads"] = strconv.Itoa(s.IntraOpThreads)
+	v.params["load_seconds"] = strconv.FormatFloat(took.Seconds(), 'f', 4, 64)
+	v.meta = Metadata{Name: req.Name, Platform: Platform,
+		Inputs: specsOf(sess.Inputs()), Outputs: specsOf(sess.Outputs())}
+
+	if mt := m.metrics; mt != nil {
+		mt.LoadDuration.WithLabelValues(req.Name, req.Version, sess.Provider()).Observe(took.Seconds())
+		mt.Provider.WithLabelValues(req.Name, req.Version, sess.Provider(), sess.RequestedProvider()).Set(1)
+		if sess.Provider() != sess.RequestedProvider() {
+			mt.Fallbacks.WithLabelValues(req.Name, req.Version, sess.RequestedProvider(), sess.Provider()).Inc()
+		}
+		mt.Degraded.WithLabelValues(req.Name, req.Version).Set(0)
+	}
+
+	m.mu.Lock()
+	mod := m.models[req.Name]
+	if mod == nil {
+		mod = &model{name: req.Name, versions: map[string]*version{}}
+		m.models[req.Name] = mod
+	}
+	mod.settings = req.Settings
+	old := mod.versions[req.Version]
+	mod.versions[req.Version] = v
+	m.mu.Unlock()
+	if old != nil {
+		m.retire(old)
+	}
+	m.log.Info("model loaded", "model", req.Name, "version", req.Version, "provider", sess.Provider(),
+		"fallback_reason", sess.FallbackReason(), "took", took)
+	return nil
+}
+
+// Unload removes a model version (all versions when version is ""). Requests
+// already running on it finish first; its sessions are then released.
+func (m *Manager) Unload(name, ver string) error {
+	m.mu.Lock()
+	mod := m.models[name]
+	if mod == nil {
+		m.mu.Unlock()
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	var gone []*version
+	if ver == "" {
+		for _, v := range mod.versions {
+			gone = append(gone, v)
+		}
+		delete(m.models, name)
+	} else {
+		v := mod.versions[ver]
+		if v == nil {
+			m.mu.Unlock()
+			return fmt.Errorf("model %q version %q: %w", name, ver, ErrNotFound)
+		}
+		gone = append(gone, v)
+		delete(mod.versions, ver)
+		if len(mod.versions) == 0 {
+			delete(m.models, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, v := range gone {
+		m.retire(v)
+	}
+	return nil
+}
+
+// retire waits for the requests holding v and closes its sessions.
+func (m *Manager) retire(v *version) {
+	v.refs.Wait()
+	if err := v.sess.Close(); err != nil {
+		m.log.Warn("closing session", "model", v.name, "version", v.version, "err", err)
+	}
+	if mt := m.metrics; mt != nil {
+		mt.Provider.DeletePartialMatch(map[string]string{"model": v.name, "version": v.version})
+		mt.Degraded.DeleteLabelValues(v.name, v.version)
+	}
+	m.log.Info("model unloaded", "model", v.name, "version", v.version)
+}
+
+// Close unloads every model.
+func (m *Manager) Close() {
+	m.SetReady(false)
+	for _, e := range m.Index() {
+		_ = m.Unload(e.Name, "")
+	}
+}
+
+// IndexEntry is one loaded model version.
+type IndexEntry struct {
+	Name, Version, State, Reason string
+}
+
+// Index lists loaded model versions, sorted by name and version.
+func (m *Manager) Index() []IndexEntry {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []IndexEntry
+	for _, mod := range m.models {
+		for _, v := range mod.versions {
+			out = append(out, IndexEntry{Name: mod.name, Version: v.version, State: "READY"})
+		}
+	}
+	slices.SortFunc(out, func(a, b IndexEntry) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), CompareVersions(a.Version, b.Version))
+	})
+	return out
+}
+
+// CompareVersions orders version strings: numeric ones numerically and before
+// non-numeric ones, which sort lexically.
+func CompareVersions(a, b string) int {
+	na, ea := strconv.ParseUint(a, 10, 64)
+	nb, eb := strconv.ParseUint(b, 10, 64)
+	switch {
+	case ea == nil && eb == nil:
+		return cmp.Compare(na, nb)
+	case ea == nil:
+		return -1
+	case eb == nil:
+		return 1
+	}
+	return cmp.Compare(a, b)
+}
+
+// lookup finds a version under the read lock; version "" is the default.
+func (m *Manager) lookup(name, ver string) (*model, *version, error) {
+	mod := m.models[name]
+	if mod == nil {
+		return nil, nil, fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	if ver == "" {
+		ver = mod.defaultVersion()
+	}
+	v := mod.versions[ver]
+	if v == nil {
+		return nil, nil, fmt.Errorf("model %q version %q: %w", name, ver, ErrNotFound)
+	}
+	return mod, v, nil
+}
+
+func (mod *model) defaultVersion() string {
+	if p := mod.settings.DefaultVersion; p != "" {
+		if _, ok := mod.versions[p]; ok {
+			return p
+		}
+	}
+	best := ""
+	for v := range mod.versions {
+		if best == "" || CompareVersions(v, best) > 0 {
+			best = v
+		}
+	}
+	return best
+}
+
+func (mod *model) versionList() []string {
+	vs := slices.Collect(maps.Keys(mod.versions))
+	slices.SortFunc(vs, CompareVersions)
+	return vs
+}
+
+// ModelMetadata returns metadata of a model version ("" = default version).
+func (m *Manager) ModelMetadata(name, ver string) (*Metadata, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	mod, v, err := m.lookup(name, ver)
+	if err != nil {
+		return nil, err
+	}
+	md := v.meta
+	if ver == "" {
+		md.Versions = mod.versionList()
+	} else {
+		md.Versions = []string{v.version}
+	}
+	md.Parameters = maps.Clone(v.params)
+	md.Parameters["version"] = v.version
+	if d, why := v.sess.Degraded(); d {
+		md.Parameters["degraded"] = "true"
+		md.Parameters["degraded_reason"] = why
+		md.Parameters["execution_provider"] = runtime.ProviderCPU
+	}
+	return &md, nil
+}
+
+// ModelReady reports whether a model version is loaded and usable.
+func (m *Manager) ModelReady(name, ver string) (bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, _, err := m.lookup(name, ver)
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Infer runs a request on a model version ("" = default version).
+func (m *Manager) Infer(ctx context.Context, name, ver string, req *InferRequest) (*InferResponse, error) {
+	m.mu.RLock()
+	_, v, err := m.lookup(name, ver)
+	if err == nil {
+		v.refs.Add(1)
+	}
+	m.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	defer v.refs.Done()
+
+	mt := m.metrics
+	if mt != nil {
+		g := mt.InFlight.WithLabelValues(v.name, v.version)
+		g.Inc()
+		defer g.Dec()
+	}
+	// Wait for an instance, within the queue bound.
+	queued := time.Now()
+	select {
+	case <-v.slots:
+	default:
+		if v.waiting.Add(1) > v.maxQueue {
+			v.waiting.Add(-1)
+			return nil, fmt.Errorf("model %q version %q: %w: %d requests queued", name, v.version, ErrOverloaded, v.maxQueue)
+		}
+		select {
+		case <-v.slots:
+			v.waiting.Add(-1)
+		case <-ctx.Done():
+			v.waiting.Add(-1)
+			return nil, fmt.Errorf("model %q version %q: waiting for an instance: %w", name, v.version, ctx.Err())
+		}
+	}
+	defer func() { v.slots <- struct{}{} }()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := v.sess.Run(req.Inputs, req.Outputs)
+	if mt != nil {
+		mt.QueueDuration.WithLabelValues(v.name, v.version).Observe(start.Sub(queued).Seconds())
+		mt.ComputeDuration.WithLabelValues(v.name, v.version, res.Provider).Observe(time.Since(start).Seconds())
+		if res.FellBack {
+			mt.Fallbacks.WithLabelValues(v.name, v.version, v.sess.RequestedProvider(), runtime.ProviderCPU).Inc()
+			mt.Degraded.WithLabelValues(v.name, v.version).Set(1)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, runtime.ErrInvalidInput) {
+			return nil, fmt.Errorf("model %q: %w: %w", name, ErrInvalidInput, err)
+		}
+		return nil, fmt.Errorf("model %q version %q: %w", name, v.version, err)
+	}
+	return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: res.Outputs}, nil
+}
+
+func specsOf(in []runtime.IOSpec) []TensorSpec {
+	out := make([]TensorSpec, len(in))
+	for i, s := range in {
+		out[i] = TensorSpec{Name: s.Name, DType: s.DType, Shape: s.Shape}
+	}
+	return out
+}
