@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -527,6 +528,10 @@ func toORT(t tensor.Tensor) (ort.Value, error) {
 		}
 		strs := make([]string, len(t.Strings))
 		for i, b := range t.Strings {
+			if bytes.IndexByte(b, 0) >= 0 {
+				st.Destroy()
+				return nil, fmt.Errorf("tensor %q: BYTES element %d contains a NUL byte, which onnxruntime string tensors cannot hold", t.Name, i)
+			}
 			strs[i] = string(b)
 		}
 		if err := st.SetContents(strs); err != nil {
