@@ -442,3 +442,17 @@ func specsOf(in []runtime.IOSpec) []TensorSpec {
 	}
 	return out
 }
+
+// TestOnlyInjectGPUFault labels a loaded version's session as running on
+// provider and fails its primary runs with fault (see
+// runtime.TestOnlyInjectGPUFault), to test the runtime CPU fallback without a GPU.
+func (m *Manager) TestOnlyInjectGPUFault(name, ver, provider string, fault func() error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, v, err := m.lookup(name, ver)
+	if err != nil {
+		return err
+	}
+	runtime.TestOnlyInjectGPUFault(v.sess, provider, fault)
+	return nil
+}

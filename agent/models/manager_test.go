@@ -1,0 +1,242 @@
+package models_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgefleet/edgefleet/agent/internal/testenv"
+	"github.com/edgefleet/edgefleet/agent/metrics"
+	"github.com/edgefleet/edgefleet/agent/models"
+	"github.com/edgefleet/edgefleet/agent/tensor"
+)
+
+func newManager(t *testing.T) (*models.Manager, *metrics.Agent) {
+	t.Helper()
+	testenv.InitORT(t)
+	mt := metrics.New(prometheus.NewRegistry())
+	m := models.NewManager(models.Options{Metrics: mt})
+	t.Cleanup(m.Close)
+	return m, mt
+}
+
+func mustLoad(t *testing.T, m *models.Manager, name, ver string, model []byte, s models.Settings) {
+	t.Helper()
+	if err := m.Load(context.Background(), models.LoadRequest{Name: name, Version: ver, Model: model, Settings: s}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// doubleReq asks the identity model for double_fp32 only.
+func doubleReq(v float32) *models.InferRequest {
+	var ins []tensor.Tensor
+	for _, dt := range []tensor.DType{tensor.Bool, tensor.Uint8, tensor.Uint16, tensor.Uint32, tensor.Uint64,
+		tensor.Int8, tensor.Int16, tensor.Int32, tensor.Int64, tensor.FP16, tensor.FP32, tensor.FP64, tensor.Bytes} {
+		t := tensor.Tensor{Name: "in_" + dt.String(), DType: dt, Shape: []int64{1, 3}}
+		if dt == tensor.Bytes {
+			t.Strings = [][]byte{[]byte("a"), []byte("b"), []byte("c")}
+		} else {
+			t.Data = make([]byte, 3*dt.Size())
+		}
+		if dt == tensor.FP32 {
+			for i := range 3 {
+				putF32(t.Data[4*i:], v)
+			}
+		}
+		ins = append(ins, t)
+	}
+	return &models.InferRequest{ID: "r1", Inputs: ins, Outputs: []string{"double_fp32"}}
+}
+
+func TestLoadInferUnload(t *testing.T) {
+	m, mt := newManager(t)
+	model := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	mustLoad(t, m, "id", "1", model, models.Settings{})
+	mustLoad(t, m, "id", "2", model, models.Settings{})
+	mustLoad(t, m, "id", "10", model, models.Settings{})
+
+	resp, err := m.Infer(context.Background(), "id", "", doubleReq(1.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ModelVersion != "10" || resp.ID != "r1" || len(resp.Outputs) != 1 || getF32(resp.Outputs[0].Data) != 3 {
+		t.Fatalf("resp = %+v, want version 10 (numeric latest), id r1, double 3", resp)
+	}
+	md, err := m.ModelMetadata("id", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Versions; len(got) != 3 || got[0] != "1" || got[2] != "10" {
+		t.Errorf("versions = %v", got)
+	}
+	if md.Parameters["execution_provider"] != "cpu" || len(md.Inputs) != 13 || md.Inputs[0].Name != "in_BOOL" {
+		t.Errorf("metadata = %+v", md)
+	}
+	if err := m.Unload("id", "10"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = m.Infer(context.Background(), "id", "", doubleReq(1)); err != nil || resp.ModelVersion != "2" {
+		t.Fatalf("after unloading 10: %v %+v", err, resp)
+	}
+	for _, tc := range []struct{ name, ver string }{{"nope", ""}, {"id", "10"}, {"id", "3"}} {
+		if _, err := m.Infer(context.Background(), tc.name, tc.ver, doubleReq(1)); !errors.Is(err, models.ErrNotFound) {
+			t.Errorf("Infer(%s,%s) err = %v, want ErrNotFound", tc.name, tc.ver, err)
+		}
+		if _, err := m.ModelReady(tc.name, tc.ver); !errors.Is(err, models.ErrNotFound) {
+			t.Errorf("ModelReady(%s,%s) err = %v, want ErrNotFound", tc.name, tc.ver, err)
+		}
+	}
+	if n := testutil.CollectAndCount(mt.ComputeDuration); n == 0 {
+		t.Error("no compute duration recorded")
+	}
+}
+
+func TestPinnedDefaultVersion(t *testing.T) {
+	m, _ := newManager(t)
+	model := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	s := models.Settings{DefaultVersion: "1"}
+	mustLoad(t, m, "id", "1", model, s)
+	mustLoad(t, m, "id", "2", model, s)
+	resp, err := m.Infer(context.Background(), "id", "", doubleReq(1))
+	if err != nil || resp.ModelVersion != "1" {
+		t.Fatalf("err=%v version=%v, want pinned 1", err, resp)
+	}
+}
+
+func TestInvalidInputIsClientError(t *testing.T) {
+	m, _ := newManager(t)
+	mustLoad(t, m, "id", "1", testenv.Fixture(t, "dtypes/identity_all.onnx"), models.Settings{})
+	req := doubleReq(1)
+	req.Inputs = req.Inputs[1:]
+	if _, err := m.Infer(context.Background(), "id", "", req); !errors.Is(err, models.ErrInvalidInput) {
+		t.Fatalf("err = %v, want ErrInvalidInput", err)
+	}
+}
+
+func TestQueueFullRejectsAtOnce(t *testing.T) {
+	m, _ := newManager(t)
+	// One instance, no queue: while a request holds the instance, others fail fast.
+	mustLoad(t, m, "id", "1", testenv.Fixture(t, "dtypes/identity_all.onnx"), models.Settings{Instances: 1, MaxQueue: -1})
+	var wg sync.WaitGroup
+	var ok, overloaded, other atomic.Int64
+	for range 64 {
+		wg.Go(func() {
+			_, err := m.Infer(context.Background(), "id", "", doubleReq(1))
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, models.ErrOverloaded):
+				overloaded.Add(1)
+			default:
+				other.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() == 0 || other.Load() != 0 || ok.Load()+overloaded.Load() != 64 {
+		t.Fatalf("ok=%d overloaded=%d other=%d", ok.Load(), overloaded.Load(), other.Load())
+	}
+}
+
+func TestDeadlineWhileQueued(t *testing.T) {
+	m, _ := newManager(t)
+	mustLoad(t, m, "id", "1", testenv.Fixture(t, "dtypes/identity_all.onnx"), models.Settings{Instances: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if _, err := m.Infer(ctx, "id", "", doubleReq(1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestRequestsRacingUnload(t *testing.T) {
+	m, _ := newManager(t)
+	model := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	mustLoad(t, m, "id", "1", model, models.Settings{Instances: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				_, err := m.Infer(ctx, "id", "1", doubleReq(2))
+				if err != nil && !errors.Is(err, models.ErrNotFound) && !errors.Is(err, context.Canceled) {
+					bad.Add(1)
+					t.Errorf("unexpected error: %v", err)
+				}
+			}
+		})
+	}
+	for range 20 {
+		if err := m.Unload("id", "1"); err != nil {
+			t.Fatal(err)
+		}
+		mustLoad(t, m, "id", "1", model, models.Settings{Instances: 4})
+	}
+	cancel()
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d requests failed with something other than not-found", bad.Load())
+	}
+}
+
+func TestLoadRejectsBadModelAndSettings(t *testing.T) {
+	m, _ := newManager(t)
+	if err := m.Load(context.Background(), models.LoadRequest{Name: "x", Version: "1", Model: []byte("not onnx")}); err == nil {
+		t.Error("loaded garbage")
+	}
+	err := m.Load(context.Background(), models.LoadRequest{Name: "x", Version: "1",
+		Model: testenv.Fixture(t, "dtypes/identity_all.onnx"), Settings: models.Settings{Providers: []string{"npu"}}})
+	if !errors.Is(err, models.ErrInvalidInput) {
+		t.Errorf("unknown provider: err = %v", err)
+	}
+	if len(m.Index()) != 0 {
+		t.Errorf("index = %v, want empty", m.Index())
+	}
+}
+
+func TestFallbackShownInMetadataAndMetrics(t *testing.T) {
+	m, mt := newManager(t)
+	mustLoad(t, m, "id", "1", testenv.Fixture(t, "dtypes/identity_all.onnx"), models.Settings{Providers: []string{"cuda", "cpu"}})
+	md, err := m.ModelMetadata("id", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.Parameters["execution_provider"] != "cpu" || md.Parameters["requested_execution_provider"] != "cuda" || md.Parameters["fallback_reason"] == "" {
+		t.Fatalf("parameters = %v", md.Parameters)
+	}
+	if v := testutil.ToFloat64(mt.Fallbacks.WithLabelValues("id", "1", "cuda", "cpu")); v != 1 {
+		t.Errorf("fallbacks metric = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(mt.Provider.WithLabelValues("id", "1", "cpu", "cuda")); v != 1 {
+		t.Errorf("provider metric = %v, want 1", v)
+	}
+	if ready, err := m.ModelReady("id", "1"); !ready || err != nil {
+		t.Errorf("model not ready after fallback: %v %v", ready, err)
+	}
+}
+
+func TestRuntimeGPUFailureRetriedOnCPUAndDegraded(t *testing.T) {
+	m, mt := newManager(t)
+	mustLoad(t, m, "id", "1", testenv.Fixture(t, "dtypes/identity_all.onnx"), models.Settings{})
+	if err := m.TestOnlyInjectGPUFault("id", "1", "cuda", func() error { return errors.New("CUDA error: out of memory") }); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.Infer(context.Background(), "id", "", doubleReq(4))
+	if err != nil || getF32(resp.Outputs[0].Data) != 8 {
+		t.Fatalf("request not served by the CPU fallback: %v %+v", err, resp)
+	}
+	md, _ := m.ModelMetadata("id", "1")
+	if md.Parameters["degraded"] != "true" || md.Parameters["degraded_reason"] == "" || md.Parameters["execution_provider"] != "cpu" {
+		t.Errorf("parameters = %v", md.Parameters)
+	}
+	if v := testutil.ToFloat64(mt.Degraded.WithLabelValues("id", "1")); v != 1 {
+		t.Errorf("degraded metric = %v", v)
+	}
+}
