@@ -1,0 +1,222 @@
+package httpapi
+
+import (
+	"math"
+	"math/big"
+	"strconv"
+	"unsafe"
+)
+
+// unsafeString views b as a string without copying. The result must not
+// outlive b or be retained; it is only passed to strconv parsers, which copy
+// whatever they keep (the input of a NumError).
+func unsafeString(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// number is a JSON number scanned in one pass: value = ±mant × 10^exp, exact
+// unless trunc is set.
+type number struct {
+	mant    uint64
+	exp     int
+	neg     bool
+	trunc   bool // a non-zero digit beyond the 19th significant one was dropped
+	integer bool // no fraction and no exponent part
+}
+
+var pow10f64 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+var pow10f32 = [...]float32{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10}
+
+// float64 returns the correctly rounded value when Clinger's fast path
+// applies: an exact mantissa below 2^53 and a power of ten that is exact in
+// float64, so one IEEE multiplication or division rounds once.
+func (n *number) float64() (float64, bool) {
+	if n.trunc || n.mant > 1<<53 {
+		return 0, false
+	}
+	f := float64(n.mant)
+	switch {
+	case n.mant == 0 || n.exp == 0:
+	case n.exp > 0 && n.exp < len(pow10f64):
+		f *= pow10f64[n.exp]
+	case n.exp < 0 && -n.exp < len(pow10f64):
+		f /= pow10f64[-n.exp]
+	default:
+		return 0, false
+	}
+	if n.neg {
+		f = -f
+	}
+	return f, true
+}
+
+// float32 is the float32 analogue of float64: mantissa below 2^24 and a power
+// of ten exact in float32.
+func (n *number) float32() (float32, bool) {
+	if n.trunc || n.mant > 1<<24 {
+		return 0, false
+	}
+	f := float32(n.mant)
+	switch {
+	case n.mant == 0 || n.exp == 0:
+	case n.exp > 0 && n.exp < len(pow10f32):
+		f *= pow10f32[n.exp]
+	case n.exp < 0 && -n.exp < len(pow10f32):
+		f /= pow10f32[-n.exp]
+	default:
+		return 0, false
+	}
+	if n.neg {
+		f = -f
+	}
+	return f, true
+}
+
+// smallFloat describes a binary floating-point format narrower than float64.
+type smallFloat struct {
+	ebits, mbits uint
+}
+
+var (
+	fmtFP16 = smallFloat{ebits: 5, mbits: 10}
+	fmtBF16 = smallFloat{ebits: 8, mbits: 7}
+	fmtFP32 = smallFloat{ebits: 8, mbits: 23} // used by tests as an oracle check
+)
+
+func (sf smallFloat) inf() uint32  { return (1<<sf.ebits - 1) << sf.mbits }
+func (sf smallFloat) sign() uint32 { return 1 << (sf.ebits + sf.mbits) }
+
+// fromFloat64 rounds f to the format with round-half-to-even, handling
+// subnormals, overflow to infinity and NaN. tie reports that f lay exactly
+// halfway between two representable values (so a caller that got f by
+// rounding a longer decimal may have to break the tie from the decimal).
+func (sf smallFloat) fromFloat64(f float64) (bits uint32, tie bool) {
+	b := math.Float64bits(f)
+	var sign uint32
+	if b>>63 != 0 {
+		sign = sf.sign()
+	}
+	exp := int(b>>52) & 0x7ff
+	frac := b & (1<<52 - 1)
+	if exp == 0x7ff {
+		if frac != 0 {
+			return sign | sf.inf() | 1<<(sf.mbits-1), false
+		}
+		return sign | sf.inf(), false
+	}
+	if exp == 0 { // zero or float64 subnormal: far below any small format
+		return sign, false
+	}
+	bias := 1<<(sf.ebits-1) - 1
+	e := exp - 1023
+	if e > bias {
+		return sign | sf.inf(), false
+	}
+	m := frac | 1<<52
+	shift := 52 - int(sf.mbits)
+	he := e + bias
+	if emin := 1 - bias; e < emin {
+		shift += emin - e
+		he = 0
+	}
+	if shift > 63 {
+		return sign, false
+	}
+	q := m >> shift
+	r := m & (1<<shift - 1)
+	half := uint64(1) << (shift - 1)
+	tie = r == half
+	if r > half || (tie && q&1 == 1) {
+		q++
+	}
+	if he == 0 {
+		// Subnormal; a carry into bit mbits is the smallest normal number,
+		// which the same bit pattern encodes.
+		return sign | uint32(q), tie
+	}
+	if q == 1<<(sf.mbits+1) {
+		q >>= 1
+		he++
+	}
+	if he >= 1<<sf.ebits-1 {
+		return sign | sf.inf(), tie
+	}
+	return sign | uint32(he)<<sf.mbits | uint32(q)&(1<<sf.mbits-1), tie
+}
+
+// toFloat64 converts bits of the format to float64 exactly.
+func (sf smallFloat) toFloat64(bits uint32) float64 {
+	neg := bits&sf.sign() != 0
+	e := int(bits>>sf.mbits) & (1<<sf.ebits - 1)
+	m := bits & (1<<sf.mbits - 1)
+	bias := 1<<(sf.ebits-1) - 1
+	var f float64
+	switch {
+	case e == 1<<sf.ebits-1:
+		if m != 0 {
+			return math.NaN()
+		}
+		f = math.Inf(1)
+	case e == 0:
+		f = math.Ldexp(float64(m), 1-bias-int(sf.mbits))
+	default:
+		f = math.Ldexp(float64(m|1<<sf.mbits), e-bias-int(sf.mbits))
+	}
+	if neg {
+		f = -f
+	}
+	return f
+}
+
+// fromDecimal rounds the decimal text tok (whose float64 value is f) to the
+// format, correctly: when f sits exactly on a halfway point the decimal may
+// lie on either side of it, so the tie is broken from the exact decimal.
+func (sf smallFloat) fromDecimal(f float64, tok []byte) uint32 {
+	bits, tie := sf.fromFloat64(f)
+	if !tie {
+		return bits
+	}
+	exact, ok := new(big.Rat).SetString(string(tok))
+	if !ok {
+		return bits
+	}
+	mid := new(big.Rat).SetFloat64(f)
+	c := exact.Cmp(mid)
+	if f < 0 {
+		c = -c // compare magnitudes
+	}
+	lo := bits
+	if math.Abs(sf.toFloat64(bits)) > math.Abs(f) {
+		lo = bits - 1 // bits was rounded up (to even) from the midpoint
+	}
+	switch {
+	case c > 0:
+		return lo + 1
+	case c < 0:
+		return lo
+	}
+	return bits
+}
+
+// appendSmallFloat appends the shortest decimal that rounds back to bits in
+// the format (at most 5 significant digits for FP16, 4 for BF16).
+func (sf smallFloat) appendShortest(dst []byte, bits uint32) []byte {
+	f := sf.toFloat64(bits)
+	var tmp [32]byte
+	for prec := 1; prec < 17; prec++ {
+		s := strconv.AppendFloat(tmp[:0], f, 'g', prec, 64)
+		g, err := strconv.ParseFloat(unsafeString(s), 64)
+		if err == nil && sf.fromDecimal(g, s) == bits {
+			return append(dst, s...)
+		}
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, 64)
+}
+
+// unsafeBytes views s as a byte slice without copying; the result must not
+// be modified.
+func unsafeBytes(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
