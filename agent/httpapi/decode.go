@@ -773,11 +773,10 @@ func (s *scanner) integer(label func() string, dt tensor.DType) (neg bool, mag u
 	}
 	if i < len(b) && (b[i] == '.' || b[i]|0x20 == 'e') {
 		start := s.i
-		s.i = i
-		if _, err := s.scanNumber(); err == nil {
-			return false, 0, badRequest("%s: %v data must be integers, found %s", label(), dt, s.b[start:s.i])
+		if _, err := s.scanNumber(); err != nil {
+			return false, 0, err
 		}
-		return false, 0, badRequest("%s: %v data must be integers", label(), dt)
+		return false, 0, badRequest("%s: %v data must be integers, found %s", label(), dt, s.b[start:s.i])
 	}
 	start := s.i
 	s.i = i
@@ -799,7 +798,7 @@ func (s *scanner) float32(label func() string) (float32, error) {
 	}
 	n, err := s.scanNumber()
 	if err != nil {
-		return 0, s.floatTypeError(label, tensor.FP32, start)
+		return 0, s.floatTypeError(label, tensor.FP32, start, err)
 	}
 	if f, ok := n.float32(); ok {
 		return f, nil
@@ -824,7 +823,7 @@ func (s *scanner) float64(label func() string, dt tensor.DType) (f float64, tok 
 	}
 	n, err := s.scanNumber()
 	if err != nil {
-		return 0, false, s.floatTypeError(label, dt, start)
+		return 0, false, s.floatTypeError(label, dt, start, err)
 	}
 	if f, ok := n.float64(); ok {
 		return f, true, nil
@@ -836,11 +835,13 @@ func (s *scanner) float64(label func() string, dt tensor.DType) (f float64, tok 
 	return f, true, nil
 }
 
-func (s *scanner) floatTypeError(label func() string, dt tensor.DType, start int) error {
-	s.i = start
-	if s.i < len(s.b) && (s.b[s.i] == '-' || isDigit(s.b[s.i])) {
-		return s.syntax("malformed number")
+// floatTypeError turns a failed number scan into the clearer message: the
+// scan's own syntax error for a malformed number, a type error otherwise.
+func (s *scanner) floatTypeError(label func() string, dt tensor.DType, start int, err error) error {
+	if start < len(s.b) && (s.b[start] == '-' || isDigit(s.b[start])) {
+		return err
 	}
+	s.i = start
 	return s.typeError(label, dt, "numbers")
 }
 

@@ -200,16 +200,23 @@ func (sf smallFloat) fromDecimal(f float64, tok []byte) uint32 {
 	return bits
 }
 
-// appendSmallFloat appends the shortest decimal that rounds back to bits in
-// the format (at most 5 significant digits for FP16, 4 for BF16).
+// appendShortest appends a decimal for bits of the format: integral values
+// below 2^24 exactly ("65504", as float32 printing would give), others as the shortest
+// decimal that rounds back to bits (at most 5 significant digits for FP16, 4
+// for BF16) rather than the longer float32 form (0.1, not 0.099975586).
 func (sf smallFloat) appendShortest(dst []byte, bits uint32) []byte {
 	f := sf.toFloat64(bits)
+	if f == math.Trunc(f) && math.Abs(f) < 1<<24 {
+		return strconv.AppendFloat(dst, f, 'f', -1, 64)
+	}
 	var tmp [32]byte
 	for prec := 1; prec < 17; prec++ {
-		s := strconv.AppendFloat(tmp[:0], f, 'g', prec, 64)
+		s := strconv.AppendFloat(tmp[:0], f, 'e', prec-1, 64)
 		g, err := strconv.ParseFloat(unsafeString(s), 64)
 		if err == nil && sf.fromDecimal(g, s) == bits {
-			return append(dst, s...)
+			// g is the float64 nearest a short decimal, so its shortest
+			// float64 form is that decimal.
+			return strconv.AppendFloat(dst, g, 'g', -1, 64)
 		}
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, 64)
