@@ -38,7 +38,7 @@ func TestCrashKill9(t *testing.T) {
 	if os.Getenv(envCrashDB) != "" {
 		t.Skip("inside the crash child")
 	}
-	rounds := 8
+	rounds := 6
 	if testing.Short() {
 		rounds = 3
 	}
