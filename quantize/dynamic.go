@@ -11,18 +11,35 @@ import (
 // dynamicOpset is the default-domain opset DynamicQuantizeLinear needs.
 const dynamicOpset = 11
 
-// Dynamic quantizes model dynamically: every selected MatMul and Gemm whose
-// weight (second input) is a constant float32 tensor of rank 2 or more
-// becomes
+// msDomain is onnxruntime's contrib operator domain.
+const msDomain = "com.microsoft"
+
+// DynamicOpTypes are the operator types Dynamic converts by default (the
+// integer-op registry of onnxruntime's quantize_dynamic).
+var DynamicOpTypes = []string{"MatMul", "Gemm", "Conv"}
+
+// Dynamic quantizes model dynamically: every selected MatMul, Gemm and Conv
+// whose weight (second input) is a constant float32 tensor becomes
 //
 //	DynamicQuantizeLinear(A) -> MatMulInteger(A_q, W_q, A_zp, W_zp)
-//	  -> Cast(float) -> Mul(A_scale * W_scale) [-> Add(beta*C) for Gemm]
+//	  -> Cast(float) -> Mul(A_scale * W_scale) [-> Add(bias)]
 //
-// with uint8 activations and int8 (or Options.WeightType) weights, per tensor
-// unless Options.DynamicPerChannel is set, as onnxruntime's quantize_dynamic
-// produces. Gemm's transB is folded into the stored weight and alpha into
-// its scale. Weights kept in Constant nodes are handled like initializers.
-// It needs no data and does not run onnxruntime.
+// (ConvInteger for Conv) with uint8 activations and int8 (or
+// Options.WeightType) weights, per tensor unless Options.DynamicPerChannel
+// is set (MatMul and Gemm only), as onnxruntime's quantize_dynamic produces.
+// Gemm's transB is folded into the stored weight and alpha into its scale;
+// Gemm with transA is left in float. Weights kept in Constant nodes are
+// handled like initializers, and nodes inside If/Loop/Scan bodies are
+// converted too (their weights may live in the enclosing graph).
+//
+// DynamicQuantizeLinear needs default-domain opset 11. An older model's
+// opset is raised when none of its operators changed meaning on the way;
+// otherwise (PaddleOCR's opset-9 exports, say) MatMul and Gemm become
+// onnxruntime's com.microsoft DynamicQuantizeMatMul, the fused form
+// onnxruntime itself rewrites the sequence above into, Conv stays in float,
+// and the default-domain opset stays as it is.
+//
+// Dynamic needs no data and does not run onnxruntime.
 func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -40,18 +57,30 @@ func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, 
 		SizeBefore:     len(model),
 	}
 	rep.OpsetBefore, _ = graph.Opset(m, graph.DefaultDomain)
-	if err := dynamicGraph(ctx, m, opts, rep); err != nil {
+	d := &dynamicQuantizer{opts: opts, rep: rep, names: graph.ModelNames(m)}
+	if rep.OpsetBefore < dynamicOpset {
+		if err := checkRaise(m, dynamicOpset); err != nil {
+			d.fused = true
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset %d kept (%v); MatMul/Gemm become com.microsoft DynamicQuantizeMatMul, Conv stays float", rep.OpsetBefore, err))
+		}
+	}
+	if err := d.graph(ctx, m.Graph, nil); err != nil {
 		return nil, nil, err
 	}
 	if len(rep.Quantized) == 0 {
-		return nil, rep, fmt.Errorf("%w: no MatMul or Gemm with a constant float32 weight (%d candidates skipped)", ErrNothingToQuantize, len(rep.Skipped))
+		return nil, rep, fmt.Errorf("%w: no MatMul, Gemm or Conv with a constant float32 weight (%d candidates skipped)", ErrNothingToQuantize, len(rep.Skipped))
 	}
-	warn, err := raiseOpset(m, dynamicOpset)
-	if err != nil {
-		return nil, nil, err
-	}
-	if warn != "" {
-		rep.Warnings = append(rep.Warnings, warn)
+	graph.RemoveUnused(m.Graph)
+	if d.fused {
+		graph.EnsureDomain(m, msDomain, 1)
+	} else {
+		warn, err := raiseOpset(m, dynamicOpset)
+		if err != nil {
+			return nil, nil, err
+		}
+		if warn != "" {
+			rep.Warnings = append(rep.Warnings, warn)
+		}
 	}
 	rep.OpsetAfter, _ = graph.Opset(m, graph.DefaultDomain)
 	out, err := graph.Encode(m)
@@ -63,11 +92,21 @@ func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, 
 	return out, rep, nil
 }
 
-// dynamicGraph rewrites m's main graph in place.
-func dynamicGraph(ctx context.Context, m *onnxpb.ModelProto, opts Options, rep *Report) error {
-	g := m.Graph
-	ix := graph.NewIndex(g)
-	type actQ struct{ q, scale, zp string }
+type dynamicQuantizer struct {
+	opts  Options
+	rep   *Report
+	names graph.Names
+	// fused selects com.microsoft DynamicQuantizeMatMul for MatMul/Gemm.
+	fused bool
+}
+
+// actQ names the outputs of a DynamicQuantizeLinear.
+type actQ struct{ q, scale, zp string }
+
+// graph rewrites g (and, recursively, its subgraphs) in place.
+func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, parent *graph.Scope) error {
+	ix := graph.NewIndexNames(g, d.names)
+	scope := &graph.Scope{Ix: ix, Parent: parent}
 	acts := map[string]actQ{}
 	weights := map[string]*qweight{}
 	var nodes []*onnxpb.NodeProto
@@ -75,95 +114,144 @@ func dynamicGraph(ctx context.Context, m *onnxpb.ModelProto, opts Options, rep *
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		for _, a := range n.GetAttribute() {
+			for _, sg := range append([]*onnxpb.GraphProto{a.GetG()}, a.GetGraphs()...) {
+				if sg != nil {
+					if err := d.graph(ctx, sg, scope); err != nil {
+						return err
+					}
+				}
+			}
+		}
 		op := n.GetOpType()
-		if !graph.IsDefaultDomain(n) || op != "MatMul" && op != "Gemm" {
+		if !graph.IsDefaultDomain(n) || op != "MatMul" && op != "Gemm" && op != "Conv" {
 			nodes = append(nodes, n)
 			continue
 		}
 		name := nodeName(n, i)
-		skip := func(reason string) {
-			rep.Skipped = append(rep.Skipped, Skip{Name: name, OpType: op, Reason: reason})
+		rewritten, reason, err := d.node(scope, g, n, name, acts, weights)
+		if err != nil {
+			return fmt.Errorf("node %q: %w", name, err)
+		}
+		if reason != "" {
+			d.rep.Skipped = append(d.rep.Skipped, Skip{Name: name, OpType: op, Reason: reason})
 			nodes = append(nodes, n)
-		}
-		if !opts.selected(n.GetName(), op) {
-			skip("excluded by options")
 			continue
 		}
-		if len(n.Input) < 2 || len(n.Output) != 1 {
-			skip("unexpected arity")
-			continue
+		nodes = append(nodes, rewritten...)
+		d.rep.Quantized = append(d.rep.Quantized, NodeInfo{Name: name, OpType: op})
+	}
+	g.Node = nodes
+	return graph.TopoSort(g)
+}
+
+// node returns the quantized replacement of n, or why it stays float.
+func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, acts map[string]actQ, weights map[string]*qweight) ([]*onnxpb.NodeProto, string, error) {
+	op := n.GetOpType()
+	ix := scope.Ix
+	if !d.opts.selected(n.GetName(), op) {
+		return nil, "excluded by options", nil
+	}
+	if len(n.Input) < 2 || len(n.Output) != 1 {
+		return nil, "unexpected arity", nil
+	}
+	if op == "Conv" && d.fused {
+		return nil, "ConvInteger needs opset 11 (DynamicQuantizeLinear)", nil
+	}
+	wt, wdata, why := constFloat32(scope, n.Input[1])
+	if why != "" {
+		return nil, "weight " + why, nil
+	}
+	dims := wt.GetDims()
+	var alpha, beta float32 = 1, 1
+	wkey := n.Input[1]
+	switch op {
+	case "Gemm":
+		if graph.AttrInt(n, "transA", 0) != 0 {
+			return nil, "transA=1 is not supported", nil
 		}
-		wt, wdata, why := constFloat32(ix, n.Input[1])
-		if why != "" {
-			skip("weight " + why)
-			continue
+		if len(dims) != 2 {
+			return nil, "weight is not 2-D", nil
 		}
-		dims := wt.GetDims()
-		var alpha, beta float32 = 1, 1
-		wkey := n.Input[1]
-		if op == "Gemm" {
-			if graph.AttrInt(n, "transA", 0) != 0 {
-				skip("transA=1 is not supported")
-				continue
-			}
-			if len(dims) != 2 {
-				skip("weight is not 2-D")
-				continue
-			}
-			alpha = graph.AttrFloat(n, "alpha", 1)
-			beta = graph.AttrFloat(n, "beta", 1)
-			if graph.AttrInt(n, "transB", 0) != 0 {
-				wdata = transpose2D(wdata, dims[0], dims[1])
-				dims = []int64{dims[1], dims[0]}
-				wkey += "/transposed"
-			}
-		} else if len(dims) < 2 {
-			skip("weight has rank < 2")
-			continue
+		alpha = graph.AttrFloat(n, "alpha", 1)
+		beta = graph.AttrFloat(n, "beta", 1)
+		if graph.AttrInt(n, "transB", 0) != 0 {
+			wdata = transpose2D(wdata, dims[0], dims[1])
+			dims = []int64{dims[1], dims[0]}
+			wkey += "/transposed"
 		}
-		wkey = fmt.Sprintf("%s/alpha=%g", wkey, alpha)
-		qw, ok := weights[wkey]
-		if !ok {
-			axis := -1
-			if opts.DynamicPerChannel {
-				axis = len(dims) - 1
-			}
-			var err error
-			qw, err = quantizeWeight(ix, g, n.Input[1], dims, wdata, opts.WeightType, opts.weightSymmetric(), opts.ReduceRange, axis)
-			if err != nil {
-				return err
-			}
-			if alpha != 1 {
-				// Fold alpha into the weight scale.
-				for j := range qw.Scales {
-					qw.Scales[j] *= alpha
-				}
-				replaceInit(g, graph.FloatTensor(qw.Scale, scaleDims(qw), qw.Scales))
-			}
-			weights[wkey] = qw
-			rep.Weights++
+	case "MatMul":
+		if len(dims) < 2 {
+			return nil, "weight has rank < 2", nil
 		}
-		a := n.Input[0]
-		aq, ok := acts[a]
-		if !ok {
-			aq = actQ{q: ix.Unique(a + "_quantized"), scale: ix.Unique(a + "_scale"), zp: ix.Unique(a + "_zero_point")}
-			acts[a] = aq
-			nodes = append(nodes, graph.Node("DynamicQuantizeLinear", ix.Unique(a+"_QuantizeLinear"),
-				[]string{a}, []string{aq.q, aq.scale, aq.zp}))
+	case "Conv":
+		if len(dims) < 3 {
+			return nil, "weight has rank < 3", nil
 		}
-		out := n.Output[0]
-		base := name + "_quant"
-		mmOut := ix.Unique(out + "_output_quantized")
-		castOut := ix.Unique(mmOut + "_cast_output")
-		scalesOut := ix.Unique(base + "_scales_mul:0")
-		final := out
-		var bias *onnxpb.NodeProto
-		if op == "Gemm" && len(n.Input) > 2 && n.Input[2] != "" {
-			final = ix.Unique(out + "_before_bias")
-			c := n.Input[2]
-			if beta == 1 {
-				// C is added as it is.
-			} else if ct, cdata, why := constFloat32(ix, c); why == "" {
+	}
+	wkey = fmt.Sprintf("%s/alpha=%g", wkey, alpha)
+	qw, ok := weights[wkey]
+	if !ok {
+		axis := -1
+		if d.opts.DynamicPerChannel && op != "Conv" {
+			axis = len(dims) - 1
+		}
+		var err error
+		qw, err = quantizeWeight(ix, g, n.Input[1], dims, wdata, d.opts.WeightType, d.opts.weightSymmetric(), d.opts.ReduceRange, axis)
+		if err != nil {
+			return nil, "", err
+		}
+		if alpha != 1 {
+			for j := range qw.Scales {
+				qw.Scales[j] *= alpha // fold alpha into the weight scale
+			}
+			replaceInit(g, graph.FloatTensor(qw.Scale, scaleDims(qw), qw.Scales))
+		}
+		weights[wkey] = qw
+		d.rep.Weights++
+	}
+	if d.fused {
+		return fusedDynamic(scope, g, n, name, qw, beta), "", nil
+	}
+
+	var nodes []*onnxpb.NodeProto
+	a := n.Input[0]
+	aq, ok := acts[a]
+	if !ok {
+		aq = actQ{q: ix.Unique(a + "_quantized"), scale: ix.Unique(a + "_scale"), zp: ix.Unique(a + "_zero_point")}
+		acts[a] = aq
+		nodes = append(nodes, graph.Node("DynamicQuantizeLinear", ix.Unique(a+"_QuantizeLinear"),
+			[]string{a}, []string{aq.q, aq.scale, aq.zp}))
+	}
+	out := n.Output[0]
+	base := name + "_quant"
+	intOut := ix.Unique(out + "_output_quantized")
+	castOut := ix.Unique(intOut + "_cast_output")
+	scalesOut := ix.Unique(base + "_scales_mul:0")
+	final := out
+	var post []*onnxpb.NodeProto
+	if len(n.Input) > 2 && n.Input[2] != "" {
+		final = ix.Unique(out + "_before_bias")
+		c := n.Input[2]
+		switch {
+		case op == "Conv":
+			// Reshape the [M] bias to [M, 1, ...] to broadcast over the
+			// spatial dimensions.
+			bt, bdata, why := constFloat32(scope, c)
+			if why != "" {
+				return nil, "bias " + why, nil
+			}
+			bdims := make([]int64, len(dims)-1)
+			bdims[0] = graph.NumElements(bt.GetDims())
+			for j := 1; j < len(bdims); j++ {
+				bdims[j] = 1
+			}
+			c = ix.Unique(c + "_reshaped")
+			g.Initializer = append(g.Initializer, graph.FloatTensor(c, bdims, bdata))
+		case beta == 1:
+			// C is added as it is.
+		default:
+			if ct, cdata, why := constFloat32(scope, c); why == "" {
 				for j := range cdata {
 					cdata[j] *= beta
 				}
@@ -176,22 +264,58 @@ func dynamicGraph(ctx context.Context, m *onnxpb.ModelProto, opts Options, rep *
 				nodes = append(nodes, graph.Node("Mul", ix.Unique(name+"_beta_mul"), []string{c, betaName}, []string{scaled}))
 				c = scaled
 			}
-			bias = graph.Node("Add", ix.Unique(base+"_bias_add"), []string{final, c}, []string{out})
 		}
-		nodes = append(nodes,
-			graph.Node("MatMulInteger", ix.Unique(base), []string{aq.q, qw.Q, aq.zp, qw.ZP}, []string{mmOut}),
-			graph.Node("Cast", ix.Unique(mmOut+"_cast"), []string{mmOut}, []string{castOut}, graph.IntAttr("to", int64(graph.Float))),
-			graph.Node("Mul", ix.Unique(base+"_scales_mul"), []string{aq.scale, qw.Scale}, []string{scalesOut}),
-			graph.Node("Mul", ix.Unique(base+"_output_scale_mul"), []string{castOut, scalesOut}, []string{final}),
-		)
-		if bias != nil {
-			nodes = append(nodes, bias)
-		}
-		rep.Quantized = append(rep.Quantized, NodeInfo{Name: name, OpType: op})
+		post = append(post, graph.Node("Add", ix.Unique(base+"_bias_add"), []string{final, c}, []string{out}))
 	}
-	g.Node = nodes
-	graph.RemoveUnused(g)
-	return graph.TopoSort(g)
+	intOp := graph.Node("MatMulInteger", ix.Unique(base), []string{aq.q, qw.Q, aq.zp, qw.ZP}, []string{intOut})
+	if op == "Conv" {
+		intOp.OpType = "ConvInteger"
+		intOp.Attribute = n.Attribute // auto_pad, dilations, group, kernel_shape, pads, strides
+	}
+	nodes = append(nodes,
+		intOp,
+		graph.Node("Cast", ix.Unique(intOut+"_cast"), []string{intOut}, []string{castOut}, graph.IntAttr("to", int64(graph.Float))),
+		graph.Node("Mul", ix.Unique(base+"_scales_mul"), []string{aq.scale, qw.Scale}, []string{scalesOut}),
+		graph.Node("Mul", ix.Unique(base+"_output_scale_mul"), []string{castOut, scalesOut}, []string{final}),
+	)
+	return append(nodes, post...), "", nil
+}
+
+// fusedDynamic returns the com.microsoft DynamicQuantizeMatMul form of the
+// MatMul or Gemm n with quantized weight qw: the bias goes into the fused
+// node when it is a constant vector, else into an Add after it.
+func fusedDynamic(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, qw *qweight, beta float32) []*onnxpb.NodeProto {
+	ix := scope.Ix
+	out := n.Output[0]
+	inputs := []string{n.Input[0], qw.Q, qw.Scale, qw.ZP}
+	var pre, post []*onnxpb.NodeProto
+	final := out
+	if n.GetOpType() == "Gemm" && len(n.Input) > 2 && n.Input[2] != "" {
+		c := n.Input[2]
+		ct, cdata, why := constFloat32(scope, c)
+		if why == "" && len(ct.GetDims()) <= 1 && (len(cdata) == 1 || int64(len(cdata)) == qw.Cols) {
+			bias := make([]float32, qw.Cols)
+			for j := range bias {
+				bias[j] = cdata[min(j, len(cdata)-1)] * beta
+			}
+			bname := ix.Unique(c + "_bias")
+			g.Initializer = append(g.Initializer, graph.FloatTensor(bname, []int64{qw.Cols}, bias))
+			inputs = append(inputs, bname)
+		} else {
+			final = ix.Unique(out + "_before_bias")
+			if beta != 1 {
+				betaName := ix.Unique(name + "_beta")
+				g.Initializer = append(g.Initializer, graph.FloatTensor(betaName, nil, []float32{beta}))
+				scaled := ix.Unique(c + "_times_beta")
+				pre = append(pre, graph.Node("Mul", ix.Unique(name+"_beta_mul"), []string{c, betaName}, []string{scaled}))
+				c = scaled
+			}
+			post = append(post, graph.Node("Add", ix.Unique(name+"_quant_bias_add"), []string{final, c}, []string{out}))
+		}
+	}
+	fusedNode := graph.Node("DynamicQuantizeMatMul", ix.Unique(name+"_quant"), inputs, []string{final})
+	fusedNode.Domain = msDomain
+	return append(append(pre, fusedNode), post...)
 }
 
 func scaleDims(qw *qweight) []int64 {

@@ -213,8 +213,20 @@ func TestDynamicOpsetRaise(t *testing.T) {
 		t.Fatalf("opset %d -> %d, warnings %v", rep.OpsetBefore, rep.OpsetAfter, rep.Warnings)
 	}
 	run(t, q, Batch{{Name: "x", Shape: []int64{2, 4}, Data: randFloats(r, 8, 1)}})
-	if _, _, err := Dynamic(context.Background(), mk(10, true), Options{}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("opset raise across Clip: error = %v, want ErrUnsupported", err)
+	// Raising across Clip's opset-11 change is unsafe: the fused contrib op
+	// is used and the opset stays.
+	fp32 := mk(10, true)
+	q, rep, err = Dynamic(context.Background(), fp32, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OpsetAfter != 10 || opCounts(t, q)["DynamicQuantizeMatMul"] != 1 || len(rep.Warnings) == 0 {
+		t.Fatalf("opset %d, ops %v, warnings %v: want opset 10 and one DynamicQuantizeMatMul", rep.OpsetAfter, opCounts(t, q), rep.Warnings)
+	}
+	in := Batch{{Name: "x", Shape: []int64{2, 4}, Data: randFloats(r, 8, 1)}}
+	want, got := run(t, fp32, in)[0], run(t, q, in)[0]
+	if d := maxAbsDiff(got, want); d > 0.05*maxAbs(want) {
+		t.Fatalf("fused int8 differs from fp32 by %g (max %g)", d, maxAbs(want))
 	}
 	// A model already at a recent opset keeps it.
 	_, rep, err = Dynamic(context.Background(), mk(17, false), Options{})

@@ -214,6 +214,12 @@ func toValue(t Tensor) (ort.Value, error) {
 }
 
 func newTensor[T ort.TensorData](shape ort.Shape, d []T) (ort.Value, error) {
+	if len(shape) == 0 { // a 0-d tensor holds one element
+		if len(d) != 1 {
+			return nil, fmt.Errorf("%d elements for a scalar", len(d))
+		}
+		return ort.NewScalar(d[0])
+	}
 	if int64(len(d)) != shape.FlattenedSize() {
 		return nil, fmt.Errorf("%d elements for shape %v", len(d), []int64(shape))
 	}

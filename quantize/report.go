@@ -107,6 +107,17 @@ func raiseOpset(m *onnxpb.ModelProto, v int64) (string, error) {
 	if cur >= v {
 		return "", nil
 	}
+	if err := checkRaise(m, v); err != nil {
+		return "", err
+	}
+	graph.EnsureOpset(m, v)
+	return fmt.Sprintf("default-domain opset raised from %d to %d", cur, v), nil
+}
+
+// checkRaise reports whether raising m's default-domain opset to v could
+// change the meaning of an operator m uses.
+func checkRaise(m *onnxpb.ModelProto, v int64) error {
+	cur, _ := graph.Opset(m, graph.DefaultDomain)
 	used := map[string]bool{}
 	var walk func(g *onnxpb.GraphProto)
 	walk = func(g *onnxpb.GraphProto) {
@@ -128,13 +139,12 @@ func raiseOpset(m *onnxpb.ModelProto, v int64) (string, error) {
 	for ver := cur + 1; ver <= v; ver++ {
 		for _, op := range breakingOps[ver] {
 			if used[op] {
-				return "", fmt.Errorf("%w: the quantized operators need default-domain opset %d but the model imports opset %d and uses %s, which changed in opset %d; convert the model to opset %d or later first",
+				return fmt.Errorf("%w: the quantized operators need default-domain opset %d but the model imports opset %d and uses %s, which changed in opset %d; convert the model to opset %d or later first",
 					ErrUnsupported, v, cur, op, ver, v)
 			}
 		}
 	}
-	graph.EnsureOpset(m, v)
-	return fmt.Sprintf("default-domain opset raised from %d to %d", cur, v), nil
+	return nil
 }
 
 // sortedKeys returns m's keys in order.

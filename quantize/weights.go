@@ -17,6 +17,8 @@ type qweight struct {
 	Scales []float32
 	// Axis is the channel axis for per-channel parameters, -1 per tensor.
 	Axis int
+	// Cols is the weight's last dimension.
+	Cols int64
 }
 
 // quantizeWeight quantizes the float tensor w (dims as given, data in data)
@@ -29,6 +31,7 @@ func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []i
 		Scale: ix.Unique(base + "_scale"),
 		ZP:    ix.Unique(base + "_zero_point"),
 		Axis:  axis,
+		Cols:  dims[len(dims)-1],
 	}
 	elem := graph.Elem(t)
 	if axis < 0 {
@@ -62,8 +65,8 @@ func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []i
 }
 
 // constFloat32 returns the data of name if it is a constant FLOAT tensor.
-func constFloat32(ix *graph.Index, name string) (*onnxpb.TensorProto, []float32, string) {
-	t, ok := ix.Const(name)
+func constFloat32(s *graph.Scope, name string) (*onnxpb.TensorProto, []float32, string) {
+	t, ok := s.Const(name)
 	if !ok {
 		return nil, nil, "not a constant (initializer or Constant node)"
 	}

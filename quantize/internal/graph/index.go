@@ -20,11 +20,65 @@ type Index struct {
 	Init map[string]*onnxpb.TensorProto
 	// Inputs and Outputs are the graph's input and output names.
 	Inputs, Outputs map[string]bool
-	names           map[string]bool
+	names           Names
 }
 
-// NewIndex indexes g.
-func NewIndex(g *onnxpb.GraphProto) *Index {
+// Defines reports whether name is an input, initializer or node output of
+// the indexed graph itself (not of an enclosing graph).
+func (ix *Index) Defines(name string) bool {
+	_, init := ix.Init[name]
+	_, prod := ix.Producer[name]
+	return init || prod || ix.Inputs[name]
+}
+
+// Scope chains the indexes of nested graphs for name resolution.
+type Scope struct {
+	Ix     *Index
+	Parent *Scope
+}
+
+// Const resolves name to a constant in the innermost graph defining it.
+func (s *Scope) Const(name string) (*onnxpb.TensorProto, bool) {
+	for sc := s; sc != nil; sc = sc.Parent {
+		if sc.Ix.Defines(name) {
+			return sc.Ix.Const(name)
+		}
+	}
+	return nil, false
+}
+
+// Names is a set of value and node names shared by the graphs of a model,
+// so that names handed out in a subgraph collide with nothing outside it.
+type Names map[string]bool
+
+// ModelNames collects every value and node name of m, subgraphs included.
+func ModelNames(m *onnxpb.ModelProto) Names {
+	names := Names{}
+	var walk func(g *onnxpb.GraphProto)
+	walk = func(g *onnxpb.GraphProto) {
+		ix := NewIndexNames(g, names)
+		_ = ix
+		for _, n := range g.GetNode() {
+			for _, a := range n.GetAttribute() {
+				if a.GetG() != nil {
+					walk(a.GetG())
+				}
+				for _, sg := range a.GetGraphs() {
+					walk(sg)
+				}
+			}
+		}
+	}
+	walk(m.GetGraph())
+	return names
+}
+
+// NewIndex indexes g with its own name set.
+func NewIndex(g *onnxpb.GraphProto) *Index { return NewIndexNames(g, Names{}) }
+
+// NewIndexNames indexes g, adding its names to names and handing out new
+// names (Unique) that avoid everything in names.
+func NewIndexNames(g *onnxpb.GraphProto, names Names) *Index {
 	ix := &Index{
 		G:         g,
 		Producer:  map[string]int{},
@@ -32,7 +86,7 @@ func NewIndex(g *onnxpb.GraphProto) *Index {
 		Init:      map[string]*onnxpb.TensorProto{},
 		Inputs:    map[string]bool{},
 		Outputs:   map[string]bool{},
-		names:     map[string]bool{},
+		names:     names,
 	}
 	for _, t := range g.GetInitializer() {
 		ix.Init[t.GetName()] = t
