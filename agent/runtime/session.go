@@ -386,8 +386,8 @@ func (s *Session) runOnce(sess *ort.DynamicAdvancedSession, provider string, in 
 		}
 	}
 	if err := sess.Run(in, outs); err != nil {
-		if strings.Contains(err.Error(), "INVALID_ARGUMENT") || strings.Contains(err.Error(), "Invalid rank") || strings.Contains(err.Error(), "Got invalid dimensions") {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
+		if isInputError(err) {
+			return nil, fmt.Errorf("%w: the model rejected the input: %w", ErrInvalidInput, err)
 		}
 		return nil, fmt.Errorf("onnxruntime run (%s): %w", provider, err)
 	}
@@ -400,6 +400,22 @@ func (s *Session) runOnce(sess *ort.DynamicAdvancedSession, provider string, in 
 		result[j] = t
 	}
 	return result, nil
+}
+
+// inputErrorMarkers are substrings of onnxruntime run errors that the
+// caller's tensors cause (shapes the graph cannot take), as opposed to faults
+// of the runtime or the device.
+var inputErrorMarkers = []string{"INVALID_ARGUMENT", "Invalid rank", "Got invalid dimensions",
+	"Invalid input shape", "not broadcastable", "Shape mismatch", "Invalid dimensions"}
+
+func isInputError(err error) bool {
+	msg := err.Error()
+	for _, m := range inputErrorMarkers {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveShape substitutes the first input's batch dimension for a leading
