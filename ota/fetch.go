@@ -302,3 +302,17 @@ func checkContentRange(cr string, start, size int64) error {
 	}
 	return nil
 }
+
+// ReadBlob downloads a small blob into memory, verified like PullBlob but
+// without progress events; a descriptor larger than limit is refused.
+func (r *Repository) ReadBlob(ctx context.Context, desc v1.Descriptor, limit int64) ([]byte, error) {
+	if desc.Size > limit {
+		return nil, fmt.Errorf("%w: blob %s is %d bytes, limit %d", ErrTooLarge, desc.Digest, desc.Size, limit)
+	}
+	mem := NewMemSink()
+	if err := r.pullBlob(ctx, desc, mem, "", true); err != nil {
+		return nil, err
+	}
+	b, _ := mem.Bytes(desc.Digest)
+	return b, nil
+}

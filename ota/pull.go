@@ -73,11 +73,10 @@ func (r *Repository) Inspect(ctx context.Context, tagOrDigest string) (*Resolved
 			return nil, fmt.Errorf("%w: %s: layer %q is %d bytes, limit %d", ErrTooLarge, ref, artifact.Title(l), l.Size, r.o.maxBlobSize)
 		}
 	}
-	mem := NewMemSink()
-	if err := r.pullBlob(ctx, m.Config, mem, "", true); err != nil {
+	rawCfg, err := r.ReadBlob(ctx, m.Config, artifact.MaxConfigSize)
+	if err != nil {
 		return nil, fmt.Errorf("%s: config: %w", ref, err)
 	}
-	rawCfg, _ := mem.Bytes(m.Config.Digest)
 	cfg, err := artifact.ParseConfig(rawCfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
