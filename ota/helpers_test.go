@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,25 +14,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/internal/regtest"
 )
 
-// newRegistry starts go-containerregistry's registry on loopback with blobs
-// persisted on disk and returns its host:port.
-func newRegistry(t testing.TB) string {
-	t.Helper()
-	h := registry.New(
-		registry.WithBlobHandler(registry.NewDiskBlobHandler(t.TempDir())),
-		registry.Logger(log.New(io.Discard, "", 0)),
-	)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
+// newRegistry starts the embedded registry (blobs on disk) and returns its host:port.
+func newRegistry(t testing.TB) string { return regtest.Embedded(t) }
 
 // testLogger routes slog output to t.Log.
 func testLogger(t testing.TB) *slog.Logger {

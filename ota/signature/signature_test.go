@@ -15,29 +15,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/internal/regtest"
 )
 
-func newRegistry(t *testing.T) string {
-	t.Helper()
-	srv := httptest.NewServer(registry.New(
-		registry.WithBlobHandler(registry.NewDiskBlobHandler(t.TempDir())),
-		registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
+func newRegistry(t *testing.T) string { return regtest.Embedded(t) }
 
 // pushModel pushes a small model artifact and returns its digest reference.
 func pushModel(t *testing.T, ref, version string) name.Digest {
@@ -466,5 +457,27 @@ func TestPayloadJSONRoundTrip(t *testing.T) {
 	again, _ := json.Marshal(p)
 	if !bytes.Equal(b, again) {
 		t.Errorf("round trip changed the payload: %s vs %s", b, again)
+	}
+}
+
+// TestSignVerifyDistribution signs and verifies on Debian's docker-registry.
+func TestSignVerifyDistribution(t *testing.T) {
+	ctx := context.Background()
+	host := regtest.Distribution(t)
+	ref := host + "/models/digits:1"
+	d := pushModel(t, ref, "1")
+	key := mustKey(t)
+	if _, err := Sign(ctx, ref, key); err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	v, err := Verify(ctx, ref, []*ecdsa.PublicKey{&key.PublicKey})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if v.Ref != d {
+		t.Errorf("verified %s, want %s", v.Ref, d)
+	}
+	if _, err := Verify(ctx, ref, []*ecdsa.PublicKey{&mustKey(t).PublicKey}); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Verify with a stranger's key = %v", err)
 	}
 }

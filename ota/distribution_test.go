@@ -1,0 +1,74 @@
+package ota
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/crane"
+
+	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/internal/regtest"
+)
+
+// TestDistributionRegistry runs push, inspect, crane listing and a resumed
+// pull against Debian's docker-registry (CNCF Distribution 2.8), whose
+// Range handling is net/http's, not go-containerregistry's.
+func TestDistributionRegistry(t *testing.T) {
+	ctx := context.Background()
+	host := regtest.Distribution(t)
+	ta := newTestArtifact(t, "5", 3<<20)
+	ref := host + "/models/digits:5"
+	dig, err := Push(ctx, ref, ta.art, WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatalf("Push to docker-registry: %v", err)
+	}
+	tags, err := crane.ListTags(host + "/models/digits")
+	if err != nil || len(tags) != 1 || tags[0] != "5" {
+		t.Errorf("crane.ListTags = %v, %v", tags, err)
+	}
+	res, err := Inspect(ctx, ref)
+	if err != nil {
+		t.Fatalf("Inspect: %v", err)
+	}
+	if res.Ref != dig || res.Manifest.ArtifactType != artifact.ArtifactType {
+		t.Errorf("Inspect: %s %q", res.Ref, res.Manifest.ArtifactType)
+	}
+
+	proxy := newFaultProxy(t, host)
+	model := res.Model()
+	cut := model.Size / 2
+	proxy.setRule(func(r *http.Request, nth int) fault {
+		if strings.HasSuffix(r.URL.Path, model.Digest.String()) && nth == 0 {
+			return fault{flipAt: -1, cutAfter: cut}
+		}
+		return noFault
+	})
+	sink, err := NewDirSink(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res2, err := Pull(ctx, proxy.host()+"/models/digits:5", sink, fastRetry)
+	if err != nil {
+		t.Fatalf("Pull through a cut: %v", err)
+	}
+	want := fmt.Sprintf("bytes=%d-%d", cut, model.Size-1)
+	if reqs := proxy.requests(model.Digest.String()); len(reqs) != 2 || !strings.HasSuffix(reqs[1], want) {
+		t.Errorf("model requests %q, want a resume with %s", reqs, want)
+	}
+	for _, l := range res2.Manifest.Layers {
+		f, err := sink.Open(l.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		b.ReadFrom(f)
+		f.Close()
+		if !bytes.Equal(b.Bytes(), ta.files[artifact.Title(l)]) {
+			t.Errorf("layer %q differs", artifact.Title(l))
+		}
+	}
+}
