@@ -1,0 +1,276 @@
+// Package agent is the edgefleet agent daemon: it opens the model cache,
+// loads the cached models into onnxruntime and serves them over the Open
+// Inference Protocol (REST and gRPC) with Prometheus metrics.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/edgefleet/edgefleet/agent/cache"
+	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/grpcapi"
+	"github.com/edgefleet/edgefleet/agent/httpapi"
+	"github.com/edgefleet/edgefleet/agent/metrics"
+	"github.com/edgefleet/edgefleet/agent/models"
+	"github.com/edgefleet/edgefleet/agent/runtime"
+)
+
+// Version is the agent version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// CacheFile is the name of the bbolt cache file inside the data folder.
+const CacheFile = "cache.db"
+
+// Agent is a configured agent. Create it with New, then call Run.
+type Agent struct {
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics.Agent
+	cache   *cache.Cache
+	models  *models.Manager
+	handler http.Handler
+	grpc    *grpc.Server
+	grpcAPI *grpcapi.Server
+
+	mu        sync.Mutex // guards listeners
+	listeners map[string]net.Addr
+	ready     chan struct{}
+}
+
+// New validates cfg, loads onnxruntime and opens the cache. Nothing is served
+// until Run.
+func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	lib, err := runtime.Init(cfg.ORTLib)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("onnxruntime loaded", "library", lib, "version", runtime.Version())
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, fmt.Errorf("creating data folder: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	a := &Agent{cfg: cfg, log: log, reg: reg, metrics: m, listeners: map[string]net.Addr{}, ready: make(chan struct{})}
+	a.cache, err = cache.Open(filepath.Join(cfg.Data, CacheFile), cache.Options{
+		Budget: int64(cfg.CacheBudget), Logger: log.With("component", "cache"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.models = models.NewManager(models.Options{Logger: log.With("component", "models"), Metrics: m,
+		ServerName: "edgefleet", ServerVersion: Version})
+	api := httpapi.New(a.models, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
+		MaxBodyBytes: int64(cfg.MaxBodyBytes)})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", api)
+	a.handler = mux
+	a.grpc, a.grpcAPI = grpcapi.NewGRPCServer(a.models, grpcapi.Options{Metrics: m,
+		Logger: log.With("component", "grpc"), MaxRecvMsgSize: int(cfg.MaxBodyBytes)})
+	return a, nil
+}
+
+// Models returns the agent's model manager.
+func (a *Agent) Models() *models.Manager { return a.models }
+
+// Handler returns the agent's HTTP handler (REST API and /metrics).
+func (a *Agent) Handler() http.Handler { return a.handler }
+
+// Ready is closed once Run has loaded the cached models and is listening.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Addr returns the bound address of a listener ("http", "grpc", "unix") once Ready.
+func (a *Agent) Addr(name string) net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.listeners[name]
+}
+
+// LoadCached loads, for every model in the cache, its active version (or its
+// latest when none is active). A model that fails to load is logged and
+// skipped; the others are served.
+func (a *Agent) LoadCached(ctx context.Context) error {
+	recs, err := a.cache.Models()
+	if err != nil {
+		return fmt.Errorf("listing cached models: %w", err)
+	}
+	var errs []error
+	for _, r := range recs {
+		if len(r.Versions) == 0 {
+			continue
+		}
+		ver := r.Active()
+		if ver == "" {
+			ver = r.Versions[len(r.Versions)-1].Version
+		}
+		if err := a.loadVersion(ctx, r.Name, ver); err != nil {
+			a.log.Error("model not loaded", "model", r.Name, "version", ver, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	a.updateCacheMetrics()
+	return errors.Join(errs...)
+}
+
+func (a *Agent) loadVersion(ctx context.Context, name, ver string) error {
+	rec, err := a.cache.Version(name, ver)
+	if err != nil {
+		return err
+	}
+	blob, err := a.cache.ReadBlob(ctx, rec.Digest)
+	if err != nil {
+		return fmt.Errorf("reading model %s version %s: %w", name, ver, err)
+	}
+	params := map[string]string{"digest": rec.Digest, "size": fmt.Sprint(rec.Size)}
+	if rec.Source != "" {
+		params["source"] = rec.Source
+	}
+	return a.models.Load(ctx, models.LoadRequest{Name: name, Version: ver, Model: blob,
+		Settings: a.cfg.ModelSettings(name), Parameters: params})
+}
+
+func (a *Agent) updateCacheMetrics() {
+	blobs, err := a.cache.Blobs()
+	if err != nil {
+		return
+	}
+	var total int64
+	for _, b := range blobs {
+		total += b.Size
+	}
+	a.metrics.CacheBytes.Set(float64(total))
+	a.metrics.CacheBlobs.Set(float64(len(blobs)))
+}
+
+// Run loads the cached models, serves until ctx is done, then drains:
+// readiness turns false, listeners stop accepting, in-flight requests finish
+// (up to DrainTimeout) and the cache is closed.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.cache.Close()
+	if err := a.LoadCached(ctx); err != nil {
+		a.log.Warn("some cached models failed to load; serving the others", "err", err)
+	}
+	var servers []*http.Server
+	errc := make(chan error, 4)
+	serveHTTP := func(name, network, addr string) error {
+		if network == "unix" {
+			_ = os.Remove(addr)
+		}
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
+		}
+		srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		a.setAddr(name, ln.Addr())
+		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+		return nil
+	}
+	stopAll := func() {
+		for _, s := range servers {
+			_ = s.Close()
+		}
+	}
+	if a.cfg.HTTP != "off" {
+		if err := serveHTTP("http", "tcp", a.cfg.HTTP); err != nil {
+			return err
+		}
+	}
+	if a.cfg.Unix != "" {
+		if err := serveHTTP("unix", "unix", a.cfg.Unix); err != nil {
+			stopAll()
+			return err
+		}
+	}
+	if a.cfg.GRPC != "off" {
+		ln, err := net.Listen("tcp", a.cfg.GRPC)
+		if err != nil {
+			stopAll()
+			return fmt.Errorf("listening for gRPC on %s: %w", a.cfg.GRPC, err)
+		}
+		a.setAddr("grpc", ln.Addr())
+		a.log.Info("serving gRPC", "addr", ln.Addr().String())
+		go func() {
+			if err := a.grpc.Serve(ln); err != nil {
+				errc <- fmt.Errorf("grpc: %w", err)
+			}
+		}()
+	}
+	a.models.SetReady(true)
+	a.grpcAPI.SyncHealth()
+	close(a.ready)
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
+	a.models.SetReady(false)
+	a.grpcAPI.Shutdown()
+	drainCtx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.Shutdown(drainCtx); err != nil {
+				a.log.Warn("REST drain incomplete", "err", err)
+				_ = s.Close()
+			}
+		})
+	}
+	wg.Go(func() {
+		done := make(chan struct{})
+		go func() { a.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-drainCtx.Done():
+			a.log.Warn("gRPC drain incomplete")
+			a.grpc.Stop()
+		}
+	})
+	wg.Wait()
+	a.models.Close()
+	if a.cfg.Unix != "" {
+		_ = os.Remove(a.cfg.Unix)
+	}
+	a.log.Info("stopped")
+	return runErr
+}
+
+func (a *Agent) setAddr(name string, addr net.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.listeners[name] = addr
+}

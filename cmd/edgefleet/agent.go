@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/agent/config"
+)
+
+func newAgentCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfgFile string
+		flags   config.Config
+		check   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent: serve cached models over the Open Inference Protocol (REST + gRPC)",
+		Long: `Run the agent daemon. It loads the models cached in --data and serves them over
+the Open Inference Protocol: REST on --http (and --unix), gRPC on --grpc, and
+Prometheus metrics on /metrics of the REST listener. Listeners bind to
+loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
+		Example: `  edgefleet model import --data /var/lib/edgefleet --name digits-cnn cnn.onnx
+  edgefleet agent --data /var/lib/edgefleet --http 127.0.0.1:8080 --grpc 127.0.0.1:8081`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := config.Config{}
+			if cfgFile != "" {
+				var err error
+				if cfg, err = config.Load(cfgFile); err != nil {
+					return err
+				}
+			}
+			// Flags set on the command line override the file.
+			fs := cmd.Flags()
+			if fs.Changed("data") {
+				cfg.Data = flags.Data
+			}
+			if fs.Changed("http") {
+				cfg.HTTP = flags.HTTP
+			}
+			if fs.Changed("grpc") {
+				cfg.GRPC = flags.GRPC
+			}
+			if fs.Changed("unix") {
+				cfg.Unix = flags.Unix
+			}
+			if fs.Changed("max-body") {
+				cfg.MaxBodyBytes = flags.MaxBodyBytes
+			}
+			if fs.Changed("cache-budget") {
+				cfg.CacheBudget = flags.CacheBudget
+			}
+			if fs.Changed("drain-timeout") {
+				cfg.DrainTimeout = flags.DrainTimeout
+			}
+			if fs.Changed("ort-lib") {
+				cfg.ORTLib = flags.ORTLib
+			}
+			if fs.Changed("providers") {
+				cfg.Defaults.Providers = flags.Defaults.Providers
+			}
+			if fs.Changed("instances") {
+				cfg.Defaults.Instances = flags.Defaults.Instances
+			}
+			if fs.Changed("intra-op-threads") {
+				cfg.Defaults.IntraOpThreads = flags.Defaults.IntraOpThreads
+			}
+			if check {
+				if err := cfg.WithDefaults().Validate(); err != nil {
+					return fmt.Errorf("invalid configuration:\n%w", err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+				return nil
+			}
+			a, err := agent.New(cfg, g.logger())
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfgFile, "config", "c", "", "YAML configuration file (keys mirror these flags)")
+	f.StringVar(&flags.Data, "data", "", "data folder holding the model cache (required)")
+	f.StringVar(&flags.HTTP, "http", config.DefaultHTTP, `REST listen address ("off" to disable)`)
+	f.StringVar(&flags.GRPC, "grpc", config.DefaultGRPC, `gRPC listen address ("off" to disable)`)
+	f.StringVar(&flags.Unix, "unix", "", "also serve REST on this unix socket")
+	flags.MaxBodyBytes = config.DefaultMaxBodyBytes
+	f.Var(&flags.MaxBodyBytes, "max-body", "largest request body / gRPC message (e.g. 64MiB)")
+	f.Var(&flags.CacheBudget, "cache-budget", "disk budget of the model cache (e.g. 2GiB; 0 = unlimited)")
+	f.DurationVar(&flags.DrainTimeout, "drain-timeout", config.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
+	f.StringVar(&flags.ORTLib, "ort-lib", "", "onnxruntime shared library (default: $EDGEFLEET_ORT_LIB, then .deps/)")
+	f.StringSliceVar(&flags.Defaults.Providers, "providers", []string{"cpu"}, "execution providers in order, e.g. cuda,cpu")
+	f.IntVar(&flags.Defaults.Instances, "instances", 2, "concurrent runs per model")
+	f.IntVar(&flags.Defaults.IntraOpThreads, "intra-op-threads", 1, "onnxruntime intra-op threads per run")
+	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
+	return cmd
+}

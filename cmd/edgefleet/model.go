@@ -1,0 +1,160 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/edgefleet/edgefleet/agent"
+	"github.com/edgefleet/edgefleet/agent/cache"
+	"github.com/edgefleet/edgefleet/agent/runtime"
+)
+
+func newModelCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "model",
+		Short: "Manage the models in an agent's local cache",
+	}
+	cmd.AddCommand(newModelImportCmd(g), newModelLsCmd(), newModelRmCmd())
+	return cmd
+}
+
+func openCache(data string) (*cache.Cache, error) {
+	if data == "" {
+		return nil, fmt.Errorf("--data is required")
+	}
+	if err := os.MkdirAll(data, 0o750); err != nil {
+		return nil, err
+	}
+	return cache.Open(filepath.Join(data, agent.CacheFile), cache.Options{LockTimeout: 2 * time.Second})
+}
+
+func newModelImportCmd(g *globalFlags) *cobra.Command {
+	var data, name, version, ortLib string
+	cmd := &cobra.Command{
+		Use:     "import --data DIR --name NAME [--version N] FILE.onnx",
+		Short:   "Import an ONNX model file into the cache as a new version",
+		Example: "  edgefleet model import --data .data/agent --name digits-cnn agent/testdata/digits/cnn.onnx",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				return fmt.Errorf("--name is required")
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := runtime.Init(ortLib); err != nil {
+				return err
+			}
+			ins, outs, err := runtime.Inspect(b)
+			if err != nil {
+				return fmt.Errorf("%s is not a model onnxruntime can load: %w", args[0], err)
+			}
+			c, err := openCache(data)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			abs, _ := filepath.Abs(args[0])
+			rec, err := c.ImportModel(cmd.Context(), name, version, b, cache.VersionRecord{
+				Inputs: cacheSpecs(ins), Outputs: cacheSpecs(outs), Source: "file:" + abs,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s version %s (%s, %s)\n", rec.Model, rec.Version, rec.Digest, humanize.IBytes(uint64(rec.Size)))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "agent data folder (required)")
+	cmd.Flags().StringVar(&name, "name", "", "model name (required)")
+	cmd.Flags().StringVar(&version, "version", "", "version (default: the next integer)")
+	cmd.Flags().StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library")
+	return cmd
+}
+
+func cacheSpecs(in []runtime.IOSpec) []cache.TensorSpec {
+	out := make([]cache.TensorSpec, len(in))
+	for i, s := range in {
+		out[i] = cache.TensorSpec{Name: s.Name, DType: s.DType.String(), Shape: s.Shape}
+	}
+	return out
+}
+
+func newModelLsCmd() *cobra.Command {
+	var data string
+	cmd := &cobra.Command{
+		Use:   "ls --data DIR",
+		Short: "List cached models and versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := openCache(data)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ms, err := c.Models()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL\tVERSION\tACTIVE\tSIZE\tDIGEST\tIMPORTED\tSOURCE")
+			for _, m := range ms {
+				for _, v := range m.Versions {
+					act := ""
+					if m.Active() == v.Version {
+						act = "*"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.19s\t%s\t%s\n", m.Name, v.Version, act, humanize.IBytes(uint64(v.Size)),
+						v.Digest, v.Imported.Local().Format(time.DateTime), v.Source)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "agent data folder (required)")
+	return cmd
+}
+
+func newModelRmCmd() *cobra.Command {
+	var data string
+	cmd := &cobra.Command{
+		Use:   "rm --data DIR NAME [VERSION]",
+		Short: "Remove a model version (or every version of a model) from the cache",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := openCache(data)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			if len(args) == 2 {
+				err = c.RemoveVersion(ctx, args[0], args[1])
+			} else {
+				err = c.RemoveModel(ctx, args[0])
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", joinArgs(args))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "agent data folder (required)")
+	return cmd
+}
+
+func joinArgs(a []string) string {
+	if len(a) == 2 {
+		return a[0] + " version " + a[1]
+	}
+	return a[0]
+}
+
