@@ -379,4 +379,3 @@ func (c *GRPC) Infer(ctx context.Context, model, version string, req *models.Inf
 	}
 	return grpcapi.DecodeOutputs(resp)
 }
-

@@ -157,4 +157,3 @@ func joinArgs(a []string) string {
 	}
 	return a[0]
 }
-
