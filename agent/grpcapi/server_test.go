@@ -747,4 +747,3 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("request_duration series = %d, want 5", n)
 	}
 }
-
