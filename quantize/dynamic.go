@@ -149,7 +149,7 @@ func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, pare
 func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, acts map[string]actQ, weights map[string]*qweight) ([]*onnxpb.NodeProto, string, error) {
 	op := n.GetOpType()
 	ix := scope.Ix
-	if !d.opts.selected(n.GetName(), op) {
+	if !d.opts.selected(name, op) {
 		return nil, "excluded by options", nil
 	}
 	if len(n.Input) < 2 || len(n.Output) != 1 {

@@ -119,7 +119,8 @@ type Options struct {
 	// Entropy and MinMax are always collected asymmetrically.
 	CalibrationAsymmetric bool
 
-	// ExcludeNodes lists node names that stay in float.
+	// ExcludeNodes lists node names that stay in float. A node without a
+	// name is called OpType_index (its position in the graph), as in Report.
 	ExcludeNodes []string
 	// ExcludeOpTypes lists operator types that stay in float.
 	ExcludeOpTypes []string

@@ -114,6 +114,12 @@ type session struct {
 const sessionThreads = 0
 
 func newSession(model []byte, inputs, outputs []string) (*session, error) {
+	return newSessionOpt(model, inputs, outputs, true)
+}
+
+// newSessionOpt creates a session; optimize=false disables onnxruntime's
+// graph optimizations (calibration reads the float graph as written).
+func newSessionOpt(model []byte, inputs, outputs []string, optimize bool) (*session, error) {
 	if !ort.IsInitialized() {
 		if err := InitRuntime(""); err != nil {
 			return nil, err
@@ -124,6 +130,11 @@ func newSession(model []byte, inputs, outputs []string) (*session, error) {
 		return nil, fmt.Errorf("%w: session options: %w", ErrRuntime, err)
 	}
 	defer so.Destroy()
+	if !optimize {
+		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRuntime, err)
+		}
+	}
 	if sessionThreads > 0 {
 		if err := so.SetIntraOpNumThreads(sessionThreads); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRuntime, err)
