@@ -24,8 +24,10 @@ type discardSink struct {
 	committed atomic.Bool
 }
 
-func (s *discardSink) Committed(context.Context, v1.Hash) (bool, error) { return s.committed.Load(), nil }
-func (s *discardSink) Offset(context.Context, v1.Hash) (int64, error)   { return s.off.Load(), nil }
+func (s *discardSink) Committed(context.Context, v1.Hash) (bool, error) {
+	return s.committed.Load(), nil
+}
+func (s *discardSink) Offset(context.Context, v1.Hash) (int64, error) { return s.off.Load(), nil }
 func (s *discardSink) Partial(context.Context, v1.Hash) (io.ReadCloser, error) {
 	return io.NopCloser(io.LimitReader(zeroReader{}, s.off.Load())), nil
 }
