@@ -47,6 +47,9 @@ type Agent struct {
 	grpc    *grpc.Server
 	grpcAPI *grpcapi.Server
 
+	ortOnce sync.Once
+	ortErr  error
+
 	mu        sync.Mutex // guards listeners
 	listeners map[string]net.Addr
 	ready     chan struct{}
@@ -62,11 +65,11 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	lib, err := runtime.Init(cfg.ORTLib)
-	if err != nil {
+	// onnxruntime is loaded with the first model (an agent with an empty
+	// cache stays small); a missing library is still reported at once.
+	if _, err := runtime.FindLibrary(cfg.ORTLib); err != nil {
 		return nil, err
 	}
-	log.Info("onnxruntime loaded", "library", lib, "version", runtime.Version())
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
@@ -74,6 +77,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	a := &Agent{cfg: cfg, log: log, reg: reg, metrics: m, listeners: map[string]net.Addr{}, ready: make(chan struct{})}
+	var err error
 	a.cache, err = cache.Open(filepath.Join(cfg.Data, CacheFile), cache.Options{
 		Budget: int64(cfg.CacheBudget), Logger: log.With("component", "cache"),
 	})
@@ -136,6 +140,9 @@ func (a *Agent) LoadCached(ctx context.Context) error {
 }
 
 func (a *Agent) loadVersion(ctx context.Context, name, ver string) error {
+	if err := a.initRuntime(); err != nil {
+		return err
+	}
 	rec, err := a.cache.Version(name, ver)
 	if err != nil {
 		return err
@@ -150,6 +157,18 @@ func (a *Agent) loadVersion(ctx context.Context, name, ver string) error {
 	}
 	return a.models.Load(ctx, models.LoadRequest{Name: name, Version: ver, Model: blob,
 		Settings: a.cfg.ModelSettings(name), Parameters: params})
+}
+
+// initRuntime loads onnxruntime once.
+func (a *Agent) initRuntime() error {
+	a.ortOnce.Do(func() {
+		var lib string
+		lib, a.ortErr = runtime.Init(a.cfg.ORTLib)
+		if a.ortErr == nil {
+			a.log.Info("onnxruntime loaded", "library", lib, "version", runtime.Version())
+		}
+	})
+	return a.ortErr
 }
 
 func (a *Agent) updateCacheMetrics() {
