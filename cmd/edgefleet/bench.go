@@ -34,7 +34,6 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
-
 // randomInputs builds deterministic inputs for a model's inputs; dynamic
 // dimensions take 1 unless --shape NAME=AxBxC gives the shape.
 func randomInputs(model []byte, shapes []string) ([]tensor.Tensor, error) {
