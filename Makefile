@@ -41,8 +41,9 @@ run: deps build
 	@$(BIN) model ls --data $(DATA) 2>/dev/null | grep -q '^digits-cnn ' || \
 	  $(BIN) model import --data $(DATA) --name digits-cnn agent/testdata/digits/cnn.onnx
 	@echo
-	@echo "Try it (a handwritten 0 from the held-out set):"
+	@echo "Serving the digits CNN. Try it (a handwritten 5 from the held-out set; the largest logit is the prediction):"
 	@echo "  curl -s $(HTTP_ADDR)/v2/models/digits-cnn/infer -d @agent/testdata/digits/sample-request.json"
+	@echo "  curl -s $(HTTP_ADDR)/metrics | grep ^edgefleet_agent_requests"
 	@echo
 	$(BIN) agent --data $(DATA) --http $(HTTP_ADDR) --grpc $(GRPC_ADDR)
 
@@ -63,6 +64,8 @@ fuzz:
 
 bench: deps build
 	@mkdir -p bench-results
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,8,32 --out bench-results/serving-digits-cnn.md
+	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 --concurrency 1,8 --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/... ./ota/... ./quantize/... | tee bench-results/go-bench.txt
 
 clean:

@@ -1,0 +1,125 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/csv"
+	"math"
+	"strconv"
+	"testing"
+
+	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/internal/testenv"
+	"github.com/edgefleet/edgefleet/agent/models"
+	"github.com/edgefleet/edgefleet/agent/tensor"
+)
+
+// digitsSet is the held-out digits test set: labels and pixels scaled to 0..1.
+type digitsSet struct {
+	labels []int
+	pixels [][]float32 // 64 per row
+}
+
+func loadDigits(t *testing.T, name string) digitsSet {
+	t.Helper()
+	rows, err := csv.NewReader(bytes.NewReader(testenv.Fixture(t, "digits/"+name))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d digitsSet
+	for _, r := range rows[1:] {
+		lbl, err := strconv.Atoi(r[0])
+		if err != nil || len(r) != 65 {
+			t.Fatalf("bad row %v", r)
+		}
+		px := make([]float32, 64)
+		for i := range px {
+			v, err := strconv.ParseFloat(r[i+1], 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			px[i] = float32(v) / 16
+		}
+		d.labels = append(d.labels, lbl)
+		d.pixels = append(d.pixels, px)
+	}
+	return d
+}
+
+// batch builds one [n,1,8,8] request from rows [from, from+n).
+func (d digitsSet) batch(from, n int) *models.InferRequest {
+	var px []float32
+	for i := from; i < from+n; i++ {
+		px = append(px, d.pixels[i]...)
+	}
+	return &models.InferRequest{Inputs: []tensor.Tensor{f32Tensor("input", []int64{int64(n), 1, 8, 8}, px)}}
+}
+
+func argmax10(logits []byte, row int) int {
+	best, bi := float32(math.Inf(-1)), 0
+	for j := range 10 {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(logits[4*(10*row+j):]))
+		if v > best {
+			best, bi = v, j
+		}
+	}
+	return bi
+}
+
+func TestDigitsServedAccuracy(t *testing.T) {
+	cnn := testenv.Fixture(t, "digits/cnn.onnx")
+	tr := testenv.Fixture(t, "digits/transformer.onnx")
+	test := loadDigits(t, "test.csv")
+	if len(test.labels) < 300 {
+		t.Fatalf("only %d test rows", len(test.labels))
+	}
+	r := startAgent(t, config.Config{}, map[string][]byte{"digits-cnn": cnn, "digits-transformer": tr})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		model string
+		bytes []byte
+		min   float64
+	}{{"digits-cnn", cnn, 0.98}, {"digits-transformer", tr, 0.95}} {
+		// One request per image on every protocol; all must agree with in-process onnxruntime.
+		for _, proto := range protocols {
+			correct := 0
+			for i := range test.labels {
+				req := test.batch(i, 1)
+				got, err := r.infer(ctx, proto, tc.model, "", req)
+				if err != nil {
+					t.Fatalf("%s %s row %d: %v", tc.model, proto, i, err)
+				}
+				if i < 5 {
+					sameTensors(t, tc.model+" "+proto, got.Outputs, inProcess(t, tc.bytes, req))
+				}
+				if argmax10(got.Outputs[0].Data, 0) == test.labels[i] {
+					correct++
+				}
+			}
+			acc := float64(correct) / float64(len(test.labels))
+			t.Logf("%s over %s: accuracy %.4f (%d/%d)", tc.model, proto, acc, correct, len(test.labels))
+			if acc < tc.min {
+				t.Errorf("%s over %s: accuracy %.4f < %.2f", tc.model, proto, acc, tc.min)
+			}
+		}
+		// Batched: the whole set in requests of 40 over gRPC and REST binary gives the same predictions.
+		for _, proto := range []string{"grpc-raw", "rest-binary"} {
+			correct := 0
+			for i := 0; i+40 <= len(test.labels); i += 40 {
+				got, err := r.infer(ctx, proto, tc.model, "", test.batch(i, 40))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for j := range 40 {
+					if argmax10(got.Outputs[0].Data, j) == test.labels[i+j] {
+						correct++
+					}
+				}
+			}
+			if acc := float64(correct) / float64(len(test.labels)/40*40); acc < tc.min {
+				t.Errorf("%s batched over %s: accuracy %.4f", tc.model, proto, acc)
+			}
+		}
+	}
+}
