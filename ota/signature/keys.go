@@ -53,11 +53,16 @@ func MarshalPublicKeyPEM(pub *ecdsa.PublicKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}), nil
 }
 
+// Password returns the password of an encrypted key; it is called only
+// when the key is encrypted (cosign reads env COSIGN_PASSWORD or prompts).
+type Password func() ([]byte, error)
+
 // ParsePrivateKeyPEM decodes an ECDSA P-256 private key from the first PEM
-// block of b: PKCS #8 "PRIVATE KEY" or SEC 1 "EC PRIVATE KEY". cosign's
-// password-encrypted keys ("ENCRYPTED SIGSTORE PRIVATE KEY") are refused
-// with a hint to convert them.
-func ParsePrivateKeyPEM(b []byte) (*ecdsa.PrivateKey, error) {
+// block of b: PKCS #8 "PRIVATE KEY", SEC 1 "EC PRIVATE KEY", or cosign's
+// password-encrypted "ENCRYPTED SIGSTORE PRIVATE KEY" (also the older
+// "ENCRYPTED COSIGN PRIVATE KEY"), for which password is asked; password may
+// be nil for unencrypted keys.
+func ParsePrivateKeyPEM(b []byte, password Password) (*ecdsa.PrivateKey, error) {
 	block, _ := pem.Decode(b)
 	if block == nil {
 		return nil, fmt.Errorf("%w: no PEM block found", ErrKey)
@@ -72,7 +77,18 @@ func ParsePrivateKeyPEM(b []byte) (*ecdsa.PrivateKey, error) {
 	case pemECPrivateKey:
 		key, err = x509.ParseECPrivateKey(block.Bytes)
 	case "ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY":
-		return nil, fmt.Errorf("%w: %s is password-encrypted; export it unencrypted (e.g. cosign import/export or openssl) as PKCS #8", ErrKey, block.Type)
+		if password == nil {
+			return nil, fmt.Errorf("%w: %s needs a password", ErrKey, block.Type)
+		}
+		pw, perr := password()
+		if perr != nil {
+			return nil, fmt.Errorf("%w: password: %v", ErrKey, perr)
+		}
+		der, derr := decryptKey(block.Bytes, pw)
+		if derr != nil {
+			return nil, derr
+		}
+		key, err = x509.ParsePKCS8PrivateKey(der)
 	default:
 		return nil, fmt.Errorf("%w: PEM block %q, want %q or %q", ErrKey, block.Type, pemPrivateKey, pemECPrivateKey)
 	}
@@ -122,12 +138,12 @@ func ParsePublicKeysPEM(b []byte) ([]*ecdsa.PublicKey, error) {
 }
 
 // LoadPrivateKey reads a private key file (see ParsePrivateKeyPEM).
-func LoadPrivateKey(path string) (*ecdsa.PrivateKey, error) {
+func LoadPrivateKey(path string, password Password) (*ecdsa.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	k, err := ParsePrivateKeyPEM(b)
+	k, err := ParsePrivateKeyPEM(b, password)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

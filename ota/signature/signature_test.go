@@ -396,12 +396,12 @@ func TestKeys(t *testing.T) {
 	if !strings.HasPrefix(string(pubPEM), "-----BEGIN PUBLIC KEY-----") || !strings.HasPrefix(string(privPEM), "-----BEGIN PRIVATE KEY-----") {
 		t.Fatalf("PEM types: %s / %s", pubPEM, privPEM)
 	}
-	got, err := ParsePrivateKeyPEM(privPEM)
+	got, err := ParsePrivateKeyPEM(privPEM, nil)
 	if err != nil || !got.Equal(k) {
 		t.Fatalf("private round trip: %v", err)
 	}
 	sec1, _ := x509.MarshalECPrivateKey(k)
-	if got, err := ParsePrivateKeyPEM(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})); err != nil || !got.Equal(k) {
+	if got, err := ParsePrivateKeyPEM(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), nil); err != nil || !got.Equal(k) {
 		t.Fatalf("EC PRIVATE KEY: %v", err)
 	}
 	k2 := mustKey(t)
@@ -424,7 +424,7 @@ func TestKeys(t *testing.T) {
 		"not pem":          {[]byte("cosign"), true, "no PEM block"},
 		"p384 private":     {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p384DER}), true, "P-384"},
 		"rsa private":      {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rsaDER}), true, "not an ECDSA key"},
-		"encrypted cosign": {pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: []byte("{}")}), true, "password-encrypted"},
+		"encrypted no password": {pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: []byte("{}")}), true, "needs a password"},
 		"public as priv":   {pubPEM, true, `PEM block "PUBLIC KEY"`},
 		"p384 public":      {pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: p384Pub}), false, "P-384"},
 		"private as pub":   {privPEM, false, `PEM block "PRIVATE KEY"`},
@@ -434,7 +434,7 @@ func TestKeys(t *testing.T) {
 	for name, tt := range bad {
 		var err error
 		if tt.priv {
-			_, err = ParsePrivateKeyPEM(tt.b)
+			_, err = ParsePrivateKeyPEM(tt.b, nil)
 		} else {
 			_, err = ParsePublicKeysPEM(tt.b)
 		}
