@@ -421,15 +421,15 @@ func TestKeys(t *testing.T) {
 		priv bool
 		want string
 	}{
-		"not pem":          {[]byte("cosign"), true, "no PEM block"},
-		"p384 private":     {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p384DER}), true, "P-384"},
-		"rsa private":      {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rsaDER}), true, "not an ECDSA key"},
+		"not pem":               {[]byte("cosign"), true, "no PEM block"},
+		"p384 private":          {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p384DER}), true, "P-384"},
+		"rsa private":           {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rsaDER}), true, "not an ECDSA key"},
 		"encrypted no password": {pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: []byte("{}")}), true, "needs a password"},
-		"public as priv":   {pubPEM, true, `PEM block "PUBLIC KEY"`},
-		"p384 public":      {pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: p384Pub}), false, "P-384"},
-		"private as pub":   {privPEM, false, `PEM block "PRIVATE KEY"`},
-		"empty pub":        {nil, false, "no PUBLIC KEY"},
-		"garbage pub":      {pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}), false, "unusable key"},
+		"public as priv":        {pubPEM, true, `PEM block "PUBLIC KEY"`},
+		"p384 public":           {pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: p384Pub}), false, "P-384"},
+		"private as pub":        {privPEM, false, `PEM block "PRIVATE KEY"`},
+		"empty pub":             {nil, false, "no PUBLIC KEY"},
+		"garbage pub":           {pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}), false, "unusable key"},
 	}
 	for name, tt := range bad {
 		var err error
