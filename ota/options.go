@@ -18,12 +18,12 @@ type Option func(*options)
 
 // Retry bounds retries of a transfer that fails with a connection error, a
 // stalled stream or a 5xx/429 answer. Client errors (4xx), digest mismatches
-// and oversized data are never retried. A blob transfer that made progress
-// before failing starts its failure count afresh, so a flaky link that drops
-// every few megabytes still completes.
+// and oversized data are never retried. An attempt that persisted bytes
+// before failing resets the failure count, so a flaky link that drops every
+// few megabytes still completes.
 type Retry struct {
-	// Attempts is the number of consecutive failed attempts before giving
-	// up; zero means 6.
+	// Attempts is the number of consecutive failed attempts that moved no
+	// bytes before giving up; zero means 6.
 	Attempts int
 	// Initial is the first backoff; zero means 250 ms. Each later failure
 	// doubles it, with ±20% jitter, up to Max.

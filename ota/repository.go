@@ -159,13 +159,14 @@ func (r *Repository) retry(ctx context.Context, what string, attempt func(contex
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		if progressed {
-			failures = 0
+			failures = 0 // a flaky link that makes progress is not a dead one
+		} else {
+			failures++
 		}
-		failures++
 		if failures >= r.o.retry.Attempts {
-			return fmt.Errorf("%s: giving up after %d attempts: %w", what, failures, err)
+			return fmt.Errorf("%s: giving up after %d attempts without progress: %w", what, failures, err)
 		}
-		wait := r.o.backoff(failures)
+		wait := r.o.backoff(max(failures, 1))
 		r.o.log.Warn("registry transfer failed, retrying", "what", what, "attempt", failures, "backoff", wait, "err", err)
 		if onRetry != nil {
 			onRetry(err)

@@ -17,6 +17,7 @@ import (
 // encrypted package (the format of cosign.key): passphrase "supersecret",
 // plaintext "reallyimportant".
 func TestDecryptKnownAnswer(t *testing.T) {
+	t.Parallel()
 	enc := `{"kdf":{"name":"scrypt","params":{"N":32768,"r":8,"p":1},"salt":"N9a7x5JFGbrtB2uBR81jPwp0eiLR4A7FV3mjVAQrg1g="},"cipher":{"name":"nacl/secretbox","nonce":"2h8HxMmgRfuYdpswZBQaU3xJ1nkA/5Ik"},"ciphertext":"SEW6sUh0jf2wfdjJGPNS9+bkk2uB+Cxamf32zR8XkQ=="}`
 	got, err := decryptKey([]byte(enc), []byte("supersecret"))
 	if err != nil || string(got) != "reallyimportant" {
@@ -58,6 +59,7 @@ func encryptKey(t *testing.T, der, password []byte) []byte {
 }
 
 func TestEncryptedPrivateKey(t *testing.T) {
+	t.Parallel()
 	k := mustKey(t)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
 	file := encryptKey(t, der, []byte("hunter2"))
