@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/edgefleet/edgefleet/agent/tensor"
@@ -178,10 +179,10 @@ func decodeJSONRequest(b []byte) (*inferRequest, error) {
 			if err := dup(1, "parameters"); err != nil {
 				return nil, err
 			}
-			err = s.parameters("request", func(key string) error {
+			err = s.parameters(nil, func(key string) error {
 				switch key {
 				case "binary_data_output":
-					v, err := s.boolParam("request", key)
+					v, err := s.boolParam(nil, key)
 					req.binaryOutput = v
 					return err
 				}
@@ -215,7 +216,7 @@ func decodeJSONRequest(b []byte) (*inferRequest, error) {
 
 // parameters iterates over a parameters object, calling member for each key
 // with the scanner positioned at the value; member must consume it.
-func (s *scanner) parameters(owner string, member func(key string) error) error {
+func (s *scanner) parameters(owner *where, member func(key string) error) error {
 	if s.peek() != '{' {
 		return badRequest("%s parameters must be an object", owner)
 	}
@@ -231,7 +232,7 @@ func (s *scanner) parameters(owner string, member func(key string) error) error 
 	}
 }
 
-func (s *scanner) boolParam(owner, key string) (bool, error) {
+func (s *scanner) boolParam(owner *where, key string) (bool, error) {
 	switch {
 	case s.literal("true"):
 		return true, nil
@@ -251,7 +252,7 @@ func (s *scanner) outputs(req *inferRequest) error {
 		if err != nil || !ok {
 			return err
 		}
-		label := fmt.Sprintf("outputs[%d]", n)
+		label := &where{kind: "output", idx: n}
 		if s.peek() != '{' {
 			return badRequest("%s must be an object", label)
 		}
@@ -276,7 +277,7 @@ func (s *scanner) outputs(req *inferRequest) error {
 					return err
 				}
 				out.name, haveName = string(v), true
-				label = fmt.Sprintf("output %q", out.name)
+				label.name, label.named = out.name, true
 			case "parameters":
 				err = s.parameters(label, func(key string) error {
 					switch key {
@@ -348,7 +349,7 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 		binSize                                  = int64(-1)
 		dataStart                                = -1 // offset of data seen before the datatype
 		info                                     dataInfo
-		label                                    = func() string { return inputLabel(t.Name, haveName, idx) }
+		label                                    = &where{kind: "input", idx: idx}
 	)
 	for m := 0; ; m++ {
 		key, ok, err := s.nextMember(m)
@@ -361,18 +362,19 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 		field := string(key)
 		if m > 0 && ((field == "name" && haveName) || (field == "shape" && haveShape) ||
 			(field == "datatype" && (haveDType || dtypeErr != nil)) || (field == "data" && haveData)) {
-			return t, 0, badRequest("%s: duplicate field %q", label(), field)
+			return t, 0, badRequest("%s: duplicate field %q", label, field)
 		}
 		switch field {
 		case "name":
 			if s.peek() != '"' {
-				return t, 0, badRequest("%s: name must be a string", label())
+				return t, 0, badRequest("%s: name must be a string", label)
 			}
 			v, err := s.readString()
 			if err != nil {
 				return t, 0, err
 			}
 			t.Name, haveName = string(v), true
+			label.name, label.named = t.Name, true
 			if t.Name == "" {
 				return t, 0, badRequest("inputs[%d]: name is empty", idx)
 			}
@@ -381,7 +383,7 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 			haveShape = true
 		case "datatype":
 			if s.peek() != '"' {
-				return t, 0, badRequest("%s: datatype must be a string", label())
+				return t, 0, badRequest("%s: datatype must be a string", label)
 			}
 			v, err := s.readString()
 			if err != nil {
@@ -394,13 +396,13 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 				haveDType = true
 			}
 		case "parameters":
-			err = s.parameters(label(), func(key string) error {
+			err = s.parameters(label, func(key string) error {
 				if key != "binary_data_size" {
 					return s.skipValue(1)
 				}
 				n, err := s.scanNumber()
 				if err != nil || !n.integer || n.neg && n.mant != 0 || n.trunc || n.exp != 0 || n.mant > math.MaxInt64 {
-					return badRequest("%s: binary_data_size must be a non-negative integer", label())
+					return badRequest("%s: binary_data_size must be a non-negative integer", label)
 				}
 				binSize = int64(n.mant)
 				return nil
@@ -424,19 +426,19 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 	case !haveName:
 		return t, 0, badRequest("inputs[%d] has no name", idx)
 	case dtypeErr != nil:
-		return t, 0, badRequest("%s: %v", label(), dtypeErr)
+		return t, 0, badRequest("%s: %v", label, dtypeErr)
 	case !haveDType:
-		return t, 0, badRequest("%s has no datatype", label())
+		return t, 0, badRequest("%s has no datatype", label)
 	case !haveShape:
-		return t, 0, badRequest("%s has no shape", label())
+		return t, 0, badRequest("%s has no shape", label)
 	case haveData && binSize >= 0:
-		return t, 0, badRequest("%s has both data and binary_data_size", label())
+		return t, 0, badRequest("%s has both data and binary_data_size", label)
 	case !haveData && binSize < 0:
-		return t, 0, badRequest("%s has neither data nor binary_data_size", label())
+		return t, 0, badRequest("%s has neither data nor binary_data_size", label)
 	}
 	n, err := tensor.NumElements(t.Shape)
 	if err != nil {
-		return t, 0, badRequest("%s: %v", label(), err)
+		return t, 0, badRequest("%s: %v", label, err)
 	}
 	if binSize >= 0 {
 		return t, binSize, nil
@@ -451,21 +453,33 @@ func (s *scanner) input(idx int) (tensor.Tensor, int64, error) {
 		s.i = end
 	}
 	if err := info.check(t.Shape, n); err != nil {
-		return t, 0, badRequest("%s: %v", label(), err)
+		return t, 0, badRequest("%s: %v", label, err)
 	}
 	return t, -1, nil
 }
 
-func inputLabel(name string, haveName bool, idx int) string {
-	if haveName {
-		return fmt.Sprintf("input %q", name)
-	}
-	return fmt.Sprintf("inputs[%d]", idx)
+// where names the part of a request an error is about; it is formatted only
+// when an error is reported. A nil *where is the request itself.
+type where struct {
+	kind  string // "input" or "output"
+	name  string
+	named bool
+	idx   int
 }
 
-func (s *scanner) shape(label func() string) ([]int64, error) {
+func (w *where) String() string {
+	switch {
+	case w == nil:
+		return "request"
+	case w.named:
+		return fmt.Sprintf("%s %q", w.kind, w.name)
+	}
+	return fmt.Sprintf("%ss[%d]", w.kind, w.idx)
+}
+
+func (s *scanner) shape(label *where) ([]int64, error) {
 	if s.peek() != '[' {
-		return nil, badRequest("%s: shape must be an array of integers", label())
+		return nil, badRequest("%s: shape must be an array of integers", label)
 	}
 	s.i++
 	shape := make([]int64, 0, 4)
@@ -479,20 +493,20 @@ func (s *scanner) shape(label func() string) ([]int64, error) {
 		}
 		c := s.peek()
 		if c != '-' && !isDigit(c) {
-			return nil, badRequest("%s: shape must be an array of integers", label())
+			return nil, badRequest("%s: shape must be an array of integers", label)
 		}
 		num, err := s.scanNumber()
 		if err != nil {
 			return nil, err
 		}
 		if !num.integer || num.trunc || num.exp != 0 || num.mant > math.MaxInt64 {
-			return nil, badRequest("%s: shape dimension must be an integer in int64 range", label())
+			return nil, badRequest("%s: shape dimension must be an integer in int64 range", label)
 		}
 		if num.neg && num.mant != 0 {
-			return nil, badRequest("%s: shape has negative dimension -%d", label(), num.mant)
+			return nil, badRequest("%s: shape has negative dimension -%d", label, num.mant)
 		}
 		if len(shape) >= maxNesting {
-			return nil, badRequest("%s: shape has more than %d dimensions", label(), maxNesting)
+			return nil, badRequest("%s: shape has more than %d dimensions", label, maxNesting)
 		}
 		shape = append(shape, int64(num.mant))
 	}
@@ -516,7 +530,8 @@ func (d *dataInfo) check(shape []int64, n int64) error {
 			return fmt.Errorf("data has %d elements but shape %v needs %d", d.count, shape, n)
 		}
 	case d.depth != len(shape) || !equalDims(d.dims[:d.depth], shape):
-		return fmt.Errorf("nested data has shape %v but the declared shape is %v", d.dims[:d.depth], shape)
+		// Clone so the error does not pin d (and its array) on the heap.
+		return fmt.Errorf("nested data has shape %v but the declared shape is %v", slices.Clone(d.dims[:d.depth]), shape)
 	}
 	return nil
 }
@@ -532,7 +547,7 @@ func equalDims(a, b []int64) bool {
 
 // data parses the value of "data" into t (whose DType is set): a flat array,
 // a nested row-major array, or a bare scalar.
-func (s *scanner) data(t *tensor.Tensor, label func() string) (dataInfo, error) {
+func (s *scanner) data(t *tensor.Tensor, label *where) (dataInfo, error) {
 	var info dataInfo
 	dt := t.DType
 	var out []byte
@@ -551,7 +566,7 @@ func (s *scanner) data(t *tensor.Tensor, label func() string) (dataInfo, error) 
 		var err error
 		if dt == tensor.Bytes {
 			if s.peek() != '"' {
-				return badRequest("%s: BYTES data must be JSON strings", label())
+				return badRequest("%s: BYTES data must be JSON strings", label)
 			}
 			var v []byte
 			if v, err = s.readString(); err == nil {
@@ -660,7 +675,7 @@ func (s *scanner) nestedArray(info *dataInfo, elem func() error) error {
 
 // element parses one scalar of data type dt and appends its little-endian
 // encoding to out.
-func (s *scanner) element(dt tensor.DType, out []byte, label func() string) ([]byte, error) {
+func (s *scanner) element(dt tensor.DType, out []byte, label *where) ([]byte, error) {
 	switch dt {
 	case tensor.FP32:
 		f, err := s.float32(label)
@@ -685,7 +700,7 @@ func (s *scanner) element(dt tensor.DType, out []byte, label func() string) ([]b
 			bits, _ = sf.fromFloat64(f)
 		}
 		if bits&^sf.sign() == sf.inf() && !math.IsInf(f, 0) {
-			return out, badRequest("%s: value %s out of range for %v", label(), s.b[start:s.i], dt)
+			return out, badRequest("%s: value %s out of range for %v", label, s.b[start:s.i], dt)
 		}
 		return binary.LittleEndian.AppendUint16(out, uint16(bits)), nil
 	case tensor.Bool:
@@ -722,7 +737,7 @@ func (s *scanner) element(dt tensor.DType, out []byte, label func() string) ([]b
 		hi = math.MaxUint64
 	}
 	if (neg && mag > lo) || (!neg && mag > hi) {
-		return out, badRequest("%s: value %s out of range for %v", label(), s.b[start:s.i], dt)
+		return out, badRequest("%s: value %s out of range for %v", label, s.b[start:s.i], dt)
 	}
 	v := mag
 	if neg {
@@ -739,17 +754,17 @@ func (s *scanner) element(dt tensor.DType, out []byte, label func() string) ([]b
 	return binary.LittleEndian.AppendUint64(out, v), nil
 }
 
-func (s *scanner) typeError(label func() string, dt tensor.DType, want string) error {
+func (s *scanner) typeError(label *where, dt tensor.DType, want string) error {
 	if s.i >= len(s.b) {
 		return s.syntax("expected a value")
 	}
-	return badRequest("%s: %v data must be %s, found %s at offset %d", label(), dt, want, describeByte(s.b[s.i]), s.i)
+	return badRequest("%s: %v data must be %s, found %s at offset %d", label, dt, want, describeByte(s.b[s.i]), s.i)
 }
 
 // integer reads a JSON integer literal exactly (no float round trip) and
 // returns its sign and magnitude; overflow of uint64 is reported as a range
 // error.
-func (s *scanner) integer(label func() string, dt tensor.DType) (neg bool, mag uint64, err error) {
+func (s *scanner) integer(label *where, dt tensor.DType) (neg bool, mag uint64, err error) {
 	b := s.b
 	i := s.i
 	if i < len(b) && b[i] == '-' {
@@ -776,19 +791,19 @@ func (s *scanner) integer(label func() string, dt tensor.DType) (neg bool, mag u
 		if _, err := s.scanNumber(); err != nil {
 			return false, 0, err
 		}
-		return false, 0, badRequest("%s: %v data must be integers, found %s", label(), dt, s.b[start:s.i])
+		return false, 0, badRequest("%s: %v data must be integers, found %s", label, dt, s.b[start:s.i])
 	}
 	start := s.i
 	s.i = i
 	if overflow {
-		return false, 0, badRequest("%s: value %s out of range for %v", label(), s.b[start:i], dt)
+		return false, 0, badRequest("%s: value %s out of range for %v", label, s.b[start:i], dt)
 	}
 	return neg, mag, nil
 }
 
 // float32 reads an FP32 element: a JSON number rounded once to float32, or a
 // non-finite token or string.
-func (s *scanner) float32(label func() string) (float32, error) {
+func (s *scanner) float32(label *where) (float32, error) {
 	start := s.i
 	if s.i < len(s.b) {
 		if c := s.b[s.i]; c == '"' || c == 'N' || c == 'I' || (c == '-' && s.i+1 < len(s.b) && s.b[s.i+1] == 'I') {
@@ -803,9 +818,14 @@ func (s *scanner) float32(label func() string) (float32, error) {
 	if f, ok := n.float32(); ok {
 		return f, nil
 	}
+	if !n.trunc {
+		if f, ok := eiselLemire32(n.mant, n.exp, n.neg); ok {
+			return f, nil
+		}
+	}
 	f, err := strconv.ParseFloat(unsafeString(s.b[start:s.i]), 32)
 	if err != nil {
-		return 0, badRequest("%s: value %s out of range for FP32", label(), s.b[start:s.i])
+		return 0, badRequest("%s: value %s out of range for FP32", label, s.b[start:s.i])
 	}
 	return float32(f), nil
 }
@@ -813,7 +833,7 @@ func (s *scanner) float32(label func() string) (float32, error) {
 // float64 reads an element as float64. tok reports that the value came from
 // a decimal number token (as opposed to a non-finite literal), which lies at
 // s.b[start:s.i] for the caller.
-func (s *scanner) float64(label func() string, dt tensor.DType) (f float64, tok bool, err error) {
+func (s *scanner) float64(label *where, dt tensor.DType) (f float64, tok bool, err error) {
 	start := s.i
 	if s.i < len(s.b) {
 		if c := s.b[s.i]; c == '"' || c == 'N' || c == 'I' || (c == '-' && s.i+1 < len(s.b) && s.b[s.i+1] == 'I') {
@@ -828,16 +848,21 @@ func (s *scanner) float64(label func() string, dt tensor.DType) (f float64, tok 
 	if f, ok := n.float64(); ok {
 		return f, true, nil
 	}
+	if !n.trunc {
+		if f, ok := eiselLemire64(n.mant, n.exp, n.neg); ok {
+			return f, true, nil
+		}
+	}
 	f, err = strconv.ParseFloat(unsafeString(s.b[start:s.i]), 64)
 	if err != nil {
-		return 0, false, badRequest("%s: value %s out of range for %v", label(), s.b[start:s.i], dt)
+		return 0, false, badRequest("%s: value %s out of range for %v", label, s.b[start:s.i], dt)
 	}
 	return f, true, nil
 }
 
 // floatTypeError turns a failed number scan into the clearer message: the
 // scan's own syntax error for a malformed number, a type error otherwise.
-func (s *scanner) floatTypeError(label func() string, dt tensor.DType, start int, err error) error {
+func (s *scanner) floatTypeError(label *where, dt tensor.DType, start int, err error) error {
 	if start < len(s.b) && (s.b[start] == '-' || isDigit(s.b[start])) {
 		return err
 	}
@@ -848,7 +873,7 @@ func (s *scanner) floatTypeError(label func() string, dt tensor.DType, start int
 // special reads a non-finite value: a bare NaN/Infinity/Inf token, or one of
 // the strings "NaN", "Inf", "-Inf", "Infinity", "-Infinity" (any letter case)
 // for clients whose JSON encoder cannot write bare tokens.
-func (s *scanner) special(label func() string, dt tensor.DType) (float64, error) {
+func (s *scanner) special(label *where, dt tensor.DType) (float64, error) {
 	start := s.i
 	if f, ok := s.nonFinite(); ok {
 		return f, nil
@@ -864,7 +889,7 @@ func (s *scanner) special(label func() string, dt tensor.DType) (float64, error)
 			}
 		}
 		s.i = start
-		return 0, badRequest("%s: %v data must be numbers, found string %q (only \"NaN\", \"Inf\", \"-Inf\", \"Infinity\" and \"-Infinity\" are accepted)", label(), dt, v)
+		return 0, badRequest("%s: %v data must be numbers, found string %q (only \"NaN\", \"Inf\", \"-Inf\", \"Infinity\" and \"-Infinity\" are accepted)", label, dt, v)
 	}
 	return 0, s.typeError(label, dt, "numbers")
 }

@@ -69,7 +69,7 @@ func TestHalfExhaustive(t *testing.T) {
 			out := encoder{}.appendData(nil, &tensor.Tensor{DType: tc.dt, Data: data})
 			s := &scanner{b: out}
 			tt := tensor.Tensor{Name: "h", DType: tc.dt, Shape: []int64{1 << 16}}
-			info, err := s.data(&tt, func() string { return "h" })
+			info, err := s.data(&tt, &where{kind: "input", name: "h", named: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +185,7 @@ func TestHalfDecimalRounding(t *testing.T) {
 						continue // out of range: rejected by the decoder, tested elsewhere
 					}
 					sc := &scanner{b: []byte(s)}
-					out, err := sc.element(tc.dt, nil, func() string { return "x" })
+					out, err := sc.element(tc.dt, nil, &where{kind: "input", name: "x", named: true})
 					if err != nil {
 						t.Fatalf("%s: %v", s, err)
 					}
@@ -395,5 +395,54 @@ func TestStringParity(t *testing.T) {
 	s := &scanner{b: []byte(`"\ud800x\udc00"`)}
 	if got, _ := s.readString(); string(got) != "\ufffdx\ufffd" {
 		t.Errorf("lone surrogates decoded as %q", got)
+	}
+}
+
+func TestPow10Table(t *testing.T) {
+	// Entries as published with strconv's table (eisel_lemire.go).
+	if got := pow10Table[0]; got != [2]uint64{0x1732C869CD60E453, 0xFA8FD5A0081C0288} {
+		t.Errorf("1e-348 = %#x", got)
+	}
+	if got := pow10Table[-pow10MinExp]; got != [2]uint64{0, 0x8000000000000000} {
+		t.Errorf("1e0 = %#x", got)
+	}
+	if got := pow10Table[-pow10MinExp+1]; got != [2]uint64{0, 0xA000000000000000} {
+		t.Errorf("1e1 = %#x", got)
+	}
+}
+
+// TestEiselLemireParity compares the direct conversion with strconv on
+// random 1..19 digit mantissas over the whole exponent range.
+func TestEiselLemireParity(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	declined := 0
+	for i := 0; i < 300000; i++ {
+		man := r.Uint64() >> r.IntN(64)
+		for man > 9999999999999999999 {
+			man /= 10
+		}
+		exp := r.IntN(700) - 350
+		neg := r.IntN(2) == 0
+		s := strconv.FormatUint(man, 10) + "e" + strconv.Itoa(exp)
+		if neg {
+			s = "-" + s
+		}
+		if f, ok := eiselLemire64(man, exp, neg); ok {
+			want, _ := strconv.ParseFloat(s, 64)
+			if math.Float64bits(f) != math.Float64bits(want) {
+				t.Fatalf("%s: float64 %v, strconv %v", s, f, want)
+			}
+		} else {
+			declined++
+		}
+		if f, ok := eiselLemire32(man, exp, neg); ok {
+			want, _ := strconv.ParseFloat(s, 32)
+			if math.Float32bits(f) != math.Float32bits(float32(want)) {
+				t.Fatalf("%s: float32 %v, strconv %v", s, f, want)
+			}
+		}
+	}
+	if declined > 300000/2 {
+		t.Errorf("declined %d of 300000: the fast path is not doing its job", declined)
 	}
 }

@@ -235,7 +235,9 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 		}
 		headerLen = n
 	}
-	bodyBuf, err := s.readBody(w, r)
+	// A binary request's tensors will alias its body, which therefore cannot
+	// go back to the pool: read it into an exact-size buffer of its own.
+	bodyBuf, err := s.readBody(w, r, headerLen < 0)
 	if err != nil {
 		return fail(err)
 	}
@@ -331,12 +333,12 @@ func (s *Server) writeInferResponse(w http.ResponseWriter, req *inferRequest, re
 	h := w.Header()
 	h.Set("Content-Length", strconv.Itoa(total))
 	if !anyBinary {
-		h.Set("Content-Type", "application/json")
+		h["Content-Type"] = contentTypeJSON
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
 		return
 	}
-	h.Set("Content-Type", "application/octet-stream")
+	h["Content-Type"] = contentTypeBinary
 	h.Set(HeaderInferenceHeaderLength, strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(body); err != nil {
@@ -364,7 +366,7 @@ func (s *Server) writeInferResponse(w http.ResponseWriter, req *inferRequest, re
 
 // readBody reads the request body into a pooled buffer, enforcing the size
 // limit and undoing a gzip or deflate Content-Encoding.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, error) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, pooled bool) (*[]byte, error) {
 	tooLarge := &requestError{status: http.StatusRequestEntityTooLarge,
 		msg: fmt.Sprintf("request body exceeds the limit of %d bytes", s.maxBody)}
 	if r.ContentLength > s.maxBody {
@@ -398,7 +400,13 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, erro
 	if identity && r.ContentLength >= 0 {
 		hint = int(min(r.ContentLength+1, 4<<20))
 	}
-	bp := getBuf(hint)
+	var bp *[]byte
+	if pooled {
+		bp = getBuf(hint)
+	} else {
+		b := make([]byte, 0, hint)
+		bp = &b
+	}
 	buf := (*bp)[:0]
 	for {
 		if len(buf) == cap(buf) {
@@ -479,7 +487,7 @@ func outcomeOf(status int) string {
 
 func (s *Server) writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = contentTypeJSON
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
@@ -494,6 +502,12 @@ func (s *Server) writeError(w http.ResponseWriter, status int, msg string) {
 	s.writeJSON(w, status, *bp)
 	putBuf(bp)
 }
+
+// Shared header values; net/http never modifies them.
+var (
+	contentTypeJSON   = []string{"application/json"}
+	contentTypeBinary = []string{"application/octet-stream"}
+)
 
 // Buffers for request bodies and responses. Buffers over maxPooled are left
 // to the garbage collector so one huge request does not pin memory.
