@@ -100,6 +100,9 @@ type output struct {
 	Shape []int64
 	// F32 holds the elements of a float32 output (nil for other types).
 	F32 []float32
+	// Data holds the elements of a float32, int8, uint8, int32 or int64
+	// output as a typed slice.
+	Data any
 }
 
 // session runs one model in onnxruntime.
@@ -149,8 +152,55 @@ func newSessionOpt(model []byte, inputs, outputs []string, optimize bool) (*sess
 
 func (s *session) Close() { s.s.Destroy() }
 
+// outSpec pre-allocates an output whose shape is known: onnxruntime_go
+// cannot allocate 0-d outputs itself.
+type outSpec struct {
+	Elem  graph.Elem
+	Shape []int64
+}
+
+func allocOutput(sp *outSpec) (ort.Value, error) {
+	if sp == nil {
+		return nil, nil
+	}
+	if len(sp.Shape) == 0 {
+		switch sp.Elem {
+		case graph.Float:
+			return ort.NewEmptyScalar[float32]()
+		case graph.Uint8:
+			return ort.NewEmptyScalar[uint8]()
+		case graph.Int8:
+			return ort.NewEmptyScalar[int8]()
+		case graph.Int32:
+			return ort.NewEmptyScalar[int32]()
+		case graph.Int64:
+			return ort.NewEmptyScalar[int64]()
+		}
+	} else {
+		shape := ort.NewShape(sp.Shape...)
+		switch sp.Elem {
+		case graph.Float:
+			return ort.NewEmptyTensor[float32](shape)
+		case graph.Uint8:
+			return ort.NewEmptyTensor[uint8](shape)
+		case graph.Int8:
+			return ort.NewEmptyTensor[int8](shape)
+		case graph.Int32:
+			return ort.NewEmptyTensor[int32](shape)
+		case graph.Int64:
+			return ort.NewEmptyTensor[int64](shape)
+		}
+	}
+	return nil, fmt.Errorf("cannot pre-allocate a %v output", sp.Elem)
+}
+
 // Run feeds b (by input name) and returns the outputs in s.outputs order.
-func (s *session) Run(b Batch) ([]output, error) {
+func (s *session) Run(b Batch) ([]output, error) { return s.RunAlloc(b, nil) }
+
+// RunAlloc is Run with outputs pre-allocated where specs (indexed like
+// s.outputs; nil entries or a nil slice mean "let onnxruntime allocate")
+// say so.
+func (s *session) RunAlloc(b Batch, specs []*outSpec) ([]output, error) {
 	byName := map[string]Tensor{}
 	for _, t := range b {
 		byName[t.Name] = t
@@ -175,7 +225,24 @@ func (s *session) Run(b Batch) ([]output, error) {
 		ins[i] = v
 	}
 	outs := make([]ort.Value, len(s.outputs))
+	for i := range specs {
+		v, err := allocOutput(specs[i])
+		if err != nil {
+			for _, o := range outs {
+				if o != nil {
+					o.Destroy()
+				}
+			}
+			return nil, err
+		}
+		outs[i] = v
+	}
 	if err := s.s.Run(ins, outs); err != nil {
+		for _, o := range outs {
+			if o != nil {
+				o.Destroy()
+			}
+		}
 		return nil, fmt.Errorf("%w: run: %w", ErrRuntime, err)
 	}
 	res := make([]output, len(outs))
@@ -184,8 +251,29 @@ func (s *session) Run(b Batch) ([]output, error) {
 			continue
 		}
 		res[i].Shape = append([]int64(nil), v.GetShape()...)
-		if ft, ok := v.(*ort.Tensor[float32]); ok {
-			res[i].F32 = append([]float32(nil), ft.GetData()...)
+		switch t := v.(type) {
+		case *ort.Scalar[float32]:
+			res[i].F32 = []float32{t.GetData()}
+			res[i].Data = res[i].F32
+		case *ort.Scalar[uint8]:
+			res[i].Data = []uint8{t.GetData()}
+		case *ort.Scalar[int8]:
+			res[i].Data = []int8{t.GetData()}
+		case *ort.Scalar[int32]:
+			res[i].Data = []int32{t.GetData()}
+		case *ort.Scalar[int64]:
+			res[i].Data = []int64{t.GetData()}
+		case *ort.Tensor[float32]:
+			res[i].F32 = append([]float32(nil), t.GetData()...)
+			res[i].Data = res[i].F32
+		case *ort.Tensor[uint8]:
+			res[i].Data = append([]uint8(nil), t.GetData()...)
+		case *ort.Tensor[int8]:
+			res[i].Data = append([]int8(nil), t.GetData()...)
+		case *ort.Tensor[int32]:
+			res[i].Data = append([]int32(nil), t.GetData()...)
+		case *ort.Tensor[int64]:
+			res[i].Data = append([]int64(nil), t.GetData()...)
 		}
 		v.Destroy()
 	}
