@@ -106,6 +106,21 @@ func TestPushPullRoundTrip(t *testing.T) {
 		if err != nil || !bytes.Equal(cfg, res.RawConfig) {
 			t.Errorf("config blob not stored: %v", err)
 		}
+		out := filepath.Join(t.TempDir(), "files")
+		if err := sink.Export(res, out); err != nil {
+			t.Fatal(err)
+		}
+		for title, want := range ta.files {
+			if got, err := os.ReadFile(filepath.Join(out, title)); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("exported %s differs (%v)", title, err)
+			}
+		}
+		if got, err := os.ReadFile(filepath.Join(out, "config.json")); err != nil || !bytes.Equal(got, res.RawConfig) {
+			t.Errorf("exported config.json differs (%v)", err)
+		}
+		if entries, _ := os.ReadDir(out); len(entries) != 4 {
+			t.Errorf("export wrote %d entries, want 4", len(entries))
+		}
 	})
 
 	t.Run("crane", func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/edgefleet/edgefleet/ota/artifact"
 )
 
 // Sink stores downloaded blobs by digest, the way a content store does:
@@ -292,3 +294,61 @@ var (
 	_ Sink = (*MemSink)(nil)
 	_ Sink = (*DirSink)(nil)
 )
+
+// Export writes the artifact's files from the sink into dir, each under its
+// title (ORAS-style), plus the config as "config.json" unless a layer
+// already uses that name. Every blob must be committed. Files are written
+// to a temporary name and renamed, so dir never holds a partial file.
+func (s *DirSink) Export(res *Resolved, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	type file struct {
+		name string
+		d    v1.Hash
+	}
+	var files []file
+	titles := map[string]bool{}
+	for _, l := range res.Manifest.Layers {
+		title := l.Annotations[artifact.AnnotationTitle]
+		if err := artifact.CheckTitle(title); err != nil { // ParseManifest checked; be safe anyway
+			return fmt.Errorf("export: %w", err)
+		}
+		titles[title] = true
+		files = append(files, file{title, l.Digest})
+	}
+	if !titles["config.json"] {
+		files = append(files, file{"config.json", res.Manifest.Config.Digest})
+	}
+	for _, f := range files {
+		if err := s.exportOne(f.d, filepath.Join(dir, f.name)); err != nil {
+			return fmt.Errorf("export %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+func (s *DirSink) exportOne(d v1.Hash, dst string) (err error) {
+	src, err := s.Open(d)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".export-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := io.Copy(tmp, src); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
