@@ -47,11 +47,14 @@ type Agent struct {
 	grpc    *grpc.Server
 	grpcAPI *grpcapi.Server
 
+	repoMu sync.Mutex // serialises repository changes (load, unload, policy)
+
 	ortOnce sync.Once
 	ortErr  error
 
 	mu        sync.Mutex // guards listeners
 	listeners map[string]net.Addr
+	loadErrs  map[string]string // "name\x00version" → why the version failed to load
 	ready     chan struct{}
 }
 
@@ -76,7 +79,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
-	a := &Agent{cfg: cfg, log: log, reg: reg, metrics: m, listeners: map[string]net.Addr{}, ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: log, reg: reg, metrics: m, listeners: map[string]net.Addr{}, loadErrs: map[string]string{}, ready: make(chan struct{})}
 	var err error
 	a.cache, err = cache.Open(filepath.Join(cfg.Data, CacheFile), cache.Options{
 		Budget: int64(cfg.CacheBudget), Logger: log.With("component", "cache"),
@@ -113,25 +116,20 @@ func (a *Agent) Addr(name string) net.Addr {
 	return a.listeners[name]
 }
 
-// LoadCached loads, for every model in the cache, its active version (or its
-// latest when none is active). A model that fails to load is logged and
-// skipped; the others are served.
+// LoadCached serves, for every cached model, the versions its version policy
+// selects (by default the latest) plus its active version. A model that fails
+// to load is logged and skipped; the others are served.
 func (a *Agent) LoadCached(ctx context.Context) error {
 	recs, err := a.cache.Models()
 	if err != nil {
 		return fmt.Errorf("listing cached models: %w", err)
 	}
 	var errs []error
+	a.repoMu.Lock()
+	defer a.repoMu.Unlock()
 	for _, r := range recs {
-		if len(r.Versions) == 0 {
-			continue
-		}
-		ver := r.Active()
-		if ver == "" {
-			ver = r.Versions[len(r.Versions)-1].Version
-		}
-		if err := a.loadVersion(ctx, r.Name, ver); err != nil {
-			a.log.Error("model not loaded", "model", r.Name, "version", ver, "err", err)
+		if err := a.applyPolicy(ctx, r.Name); err != nil {
+			a.log.Error("model not loaded", "model", r.Name, "err", err)
 			errs = append(errs, err)
 		}
 	}
@@ -139,7 +137,7 @@ func (a *Agent) LoadCached(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (a *Agent) loadVersion(ctx context.Context, name, ver string) error {
+func (a *Agent) loadVersionWith(ctx context.Context, name, ver string, settings models.Settings) error {
 	if err := a.initRuntime(); err != nil {
 		return err
 	}
@@ -156,7 +154,7 @@ func (a *Agent) loadVersion(ctx context.Context, name, ver string) error {
 		params["source"] = rec.Source
 	}
 	return a.models.Load(ctx, models.LoadRequest{Name: name, Version: ver, Model: blob,
-		Settings: a.cfg.ModelSettings(name), Parameters: params})
+		Settings: settings, Parameters: params})
 }
 
 // initRuntime loads onnxruntime once.

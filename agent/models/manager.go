@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/metrics"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/tensor"
 )
 
 // Platform is the platform string the metadata endpoints report.
@@ -35,6 +36,63 @@ type Settings struct {
 	DeviceID int `yaml:"device_id,omitempty" json:"device_id,omitempty"`
 	// DefaultVersion pins the version used when a request names none; empty means the latest loaded.
 	DefaultVersion string `yaml:"default_version,omitempty" json:"default_version,omitempty"`
+	// VersionPolicy chooses which cached versions are loaded; zero means the latest one.
+	VersionPolicy VersionPolicy `yaml:"version_policy,omitempty" json:"version_policy,omitempty"`
+	// Labels map names such as "stable" and "canary" to versions (TF Serving's version labels).
+	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+}
+
+// VersionPolicy selects versions to serve, like TF Serving's
+// model_version_policy: at most one field is set.
+type VersionPolicy struct {
+	// Latest serves the N highest versions.
+	Latest int `yaml:"latest,omitempty" json:"latest,omitempty"`
+	// Specific serves exactly these versions.
+	Specific []string `yaml:"specific,omitempty" json:"specific,omitempty"`
+	// All serves every cached version.
+	All bool `yaml:"all,omitempty" json:"all,omitempty"`
+}
+
+// Validate reports a policy with more than one choice.
+func (p VersionPolicy) Validate() error {
+	n := 0
+	if p.Latest != 0 {
+		n++
+	}
+	if len(p.Specific) > 0 {
+		n++
+	}
+	if p.All {
+		n++
+	}
+	if n > 1 || p.Latest < 0 {
+		return errors.New("version_policy: set one of latest (> 0), specific or all")
+	}
+	return nil
+}
+
+// Select returns the versions of available (any order) that the policy
+// serves, in CompareVersions order. Specific versions that are missing are
+// returned in missing.
+func (p VersionPolicy) Select(available []string) (serve, missing []string) {
+	vs := slices.Clone(available)
+	slices.SortFunc(vs, CompareVersions)
+	switch {
+	case p.All:
+		return vs, nil
+	case len(p.Specific) > 0:
+		for _, want := range p.Specific {
+			if slices.Contains(vs, want) {
+				serve = append(serve, want)
+			} else {
+				missing = append(missing, want)
+			}
+		}
+		slices.SortFunc(serve, CompareVersions)
+		return serve, missing
+	}
+	n := max(p.Latest, 1)
+	return vs[max(0, len(vs)-n):], nil
 }
 
 // Merge returns s with zero fields taken from d.
@@ -50,6 +108,12 @@ func (s Settings) Merge(d Settings) Settings {
 	}
 	if len(s.Providers) == 0 {
 		s.Providers = d.Providers
+	}
+	if s.VersionPolicy.Latest == 0 && len(s.VersionPolicy.Specific) == 0 && !s.VersionPolicy.All {
+		s.VersionPolicy = d.VersionPolicy
+	}
+	if s.Labels == nil {
+		s.Labels = d.Labels
 	}
 	if s.DeviceID == 0 {
 		s.DeviceID = d.DeviceID
@@ -69,6 +133,9 @@ func (s Settings) withDefaults() Settings {
 func (s Settings) Validate() error {
 	if s.IntraOpThreads < 0 || s.Instances < 0 {
 		return errors.New("intra_op_threads and instances must not be negative")
+	}
+	if err := s.VersionPolicy.Validate(); err != nil {
+		return err
 	}
 	return runtime.ValidateProviders(s.Providers)
 }
@@ -95,6 +162,7 @@ type Manager struct {
 type model struct {
 	name     string
 	settings Settings
+	labels   map[string]string // set at run time; override settings.Labels
 	versions map[string]*version
 }
 
@@ -159,9 +227,16 @@ func (m *Manager) Load(ctx context.Context, req LoadRequest) error {
 		return err
 	}
 	start := time.Now()
-	sess, err := runtime.NewSession(req.Model, runtime.Config{
-		IntraOpThreads: s.IntraOpThreads, Providers: s.Providers, DeviceID: s.DeviceID,
-		Logger: m.log.With("model", req.Name, "version", req.Version),
+	var sess *runtime.Session
+	var err error
+	lowPriority(func() {
+		sess, err = runtime.NewSession(req.Model, runtime.Config{
+			IntraOpThreads: s.IntraOpThreads, Providers: s.Providers, DeviceID: s.DeviceID,
+			Logger: m.log.With("model", req.Name, "version", req.Version),
+		})
+		if err == nil {
+			warmUp(sess, m.log.With("model", req.Name, "version", req.Version))
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("loading model %s version %s: %w", req.Name, req.Version, err)
@@ -341,6 +416,65 @@ func (mod *model) versionList() []string {
 	return vs
 }
 
+// SetLabel points label at version of a loaded model ("" version removes the label).
+func (m *Manager) SetLabel(name, label, ver string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mod := m.models[name]
+	if mod == nil {
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	if ver == "" {
+		delete(mod.labels, label)
+		return nil
+	}
+	if _, ok := mod.versions[ver]; !ok {
+		return fmt.Errorf("model %q version %q: %w", name, ver, ErrNotFound)
+	}
+	if mod.labels == nil {
+		mod.labels = map[string]string{}
+	}
+	mod.labels[label] = ver
+	return nil
+}
+
+// ResolveLabel returns the loaded version a label points to.
+func (m *Manager) ResolveLabel(name, label string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	mod := m.models[name]
+	if mod == nil {
+		return "", fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	ver, ok := mod.labels[label]
+	if !ok {
+		ver, ok = mod.settings.Labels[label]
+	}
+	if !ok {
+		return "", fmt.Errorf("model %q label %q: %w", name, label, ErrNotFound)
+	}
+	if _, loaded := mod.versions[ver]; !loaded {
+		return "", fmt.Errorf("model %q label %q points to version %q, which is not loaded: %w", name, label, ver, ErrNotFound)
+	}
+	return ver, nil
+}
+
+// Labels returns a model's effective labels.
+func (m *Manager) Labels(name string) map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	mod := m.models[name]
+	if mod == nil {
+		return nil
+	}
+	out := maps.Clone(mod.settings.Labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, mod.labels)
+	return out
+}
+
 // ModelMetadata returns metadata of a model version ("" = default version).
 func (m *Manager) ModelMetadata(name, ver string) (*Metadata, error) {
 	m.mu.RLock()
@@ -433,6 +567,29 @@ func (m *Manager) Infer(ctx context.Context, name, ver string, req *InferRequest
 		return nil, fmt.Errorf("model %q version %q: %w", name, v.version, err)
 	}
 	return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: res.Outputs}, nil
+}
+
+// warmUp runs the model once on zero inputs (dynamic dimensions set to 1) so
+// the first real request does not pay for lazy initialisation. Models that
+// reject such inputs are simply not warmed.
+func warmUp(s *runtime.Session, log *slog.Logger) {
+	var ins []tensor.Tensor
+	for _, in := range s.Inputs() {
+		t := tensor.Tensor{Name: in.Name, DType: in.DType, Shape: make([]int64, len(in.Shape))}
+		for i, d := range in.Shape {
+			t.Shape[i] = max(d, 1)
+		}
+		n := t.NumElements()
+		if in.DType == tensor.Bytes {
+			t.Strings = make([][]byte, n)
+		} else {
+			t.Data = make([]byte, n*int64(in.DType.Size()))
+		}
+		ins = append(ins, t)
+	}
+	if _, err := s.Run(ins, nil); err != nil {
+		log.Debug("warm-up run skipped", "err", err)
+	}
 }
 
 func specsOf(in []runtime.IOSpec) []TensorSpec {

@@ -3,6 +3,7 @@ package models_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -238,5 +239,59 @@ func TestRuntimeGPUFailureRetriedOnCPUAndDegraded(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(mt.Degraded.WithLabelValues("id", "1")); v != 1 {
 		t.Errorf("degraded metric = %v", v)
+	}
+}
+
+func TestLabels(t *testing.T) {
+	m, _ := newManager(t)
+	model := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	s := models.Settings{Labels: map[string]string{"stable": "1"}}
+	mustLoad(t, m, "id", "1", model, s)
+	mustLoad(t, m, "id", "2", model, s)
+	if v, err := m.ResolveLabel("id", "stable"); err != nil || v != "1" {
+		t.Fatalf("stable = %q, %v", v, err)
+	}
+	if _, err := m.ResolveLabel("id", "canary"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("canary before set: %v", err)
+	}
+	if err := m.SetLabel("id", "canary", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetLabel("id", "canary", "7"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("label to unloaded version: %v", err)
+	}
+	if v, _ := m.ResolveLabel("id", "canary"); v != "2" {
+		t.Fatalf("canary = %q", v)
+	}
+	if err := m.Unload("id", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ResolveLabel("id", "stable"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("label of an unloaded version resolved: %v", err)
+	}
+}
+
+func TestVersionPolicySelect(t *testing.T) {
+	avail := []string{"10", "2", "1", "3"}
+	for _, tc := range []struct {
+		name          string
+		p             models.VersionPolicy
+		serve, missed []string
+	}{
+		{"default latest 1", models.VersionPolicy{}, []string{"10"}, nil},
+		{"latest 2", models.VersionPolicy{Latest: 2}, []string{"3", "10"}, nil},
+		{"latest more than there are", models.VersionPolicy{Latest: 9}, []string{"1", "2", "3", "10"}, nil},
+		{"all", models.VersionPolicy{All: true}, []string{"1", "2", "3", "10"}, nil},
+		{"specific", models.VersionPolicy{Specific: []string{"2", "7", "1"}}, []string{"1", "2"}, []string{"7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serve, missed := tc.p.Select(avail)
+			if fmt.Sprint(serve) != fmt.Sprint(tc.serve) || fmt.Sprint(missed) != fmt.Sprint(tc.missed) {
+				t.Errorf("Select = %v, %v; want %v, %v", serve, missed, tc.serve, tc.missed)
+			}
+		})
+	}
+	if err := (models.VersionPolicy{Latest: 1, All: true}).Validate(); err == nil {
+		t.Error("two choices accepted")
 	}
 }

@@ -196,6 +196,11 @@ func (s *Session) create(model []byte, provider string) (*ort.DynamicAdvancedSes
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return nil, err
 	}
+	// Run failures come back as errors that the caller reports with their
+	// request context; onnxruntime's own copy on stderr would only repeat them.
+	if err := opts.SetLogSeverityLevel(ort.LoggingLevelFatal); err != nil {
+		return nil, err
+	}
 	if threads == 1 {
 		// A single intra-op thread runs on the caller's thread: no spinning pool.
 		_ = opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0")

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package models
+
+func lowPriority(fn func()) { fn() }
