@@ -271,4 +271,3 @@ func ulps(a, b float32) int64 {
 	}
 	return d
 }
-
