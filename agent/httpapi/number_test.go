@@ -446,3 +446,23 @@ func TestEiselLemireParity(t *testing.T) {
 		t.Errorf("declined %d of 300000: the fast path is not doing its job", declined)
 	}
 }
+
+func TestEightDigits(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for i := 0; i < 100000; i++ {
+		n := r.Uint64N(1e8)
+		s := fmt.Sprintf("%08d", n)
+		if got, ok := eightDigits([]byte(s), 0); !ok || got != n {
+			t.Fatalf("%s: %d %v", s, got, ok)
+		}
+		// Any non-digit byte makes it decline.
+		bad := []byte(s)
+		bad[r.IntN(8)] = []byte{'/', ':', '.', 'e', ' ', 0, 0xb0, 0x3a}[r.IntN(8)]
+		if _, ok := eightDigits(bad, 0); ok {
+			t.Fatalf("%q accepted", bad)
+		}
+	}
+	if _, ok := eightDigits([]byte("1234567"), 0); ok {
+		t.Fatal("short input accepted")
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/http"
 	"unicode/utf16"
@@ -243,6 +244,25 @@ func (s *scanner) hex4() (rune, bool) {
 
 func isDigit(c byte) bool { return c-'0' < 10 }
 
+// eightDigits parses b[i:i+8] when it is eight ASCII digits, eight at once
+// (SWAR, as in Lemire's fast_float parse_eight_digits_unrolled).
+func eightDigits(b []byte, i int) (uint64, bool) {
+	if len(b)-i < 8 {
+		return 0, false
+	}
+	v := binary.LittleEndian.Uint64(b[i:])
+	if (v&0xF0F0F0F0F0F0F0F0)|(((v+0x0606060606060606)&0xF0F0F0F0F0F0F0F0)>>4) != 0x3333333333333333 {
+		return 0, false
+	}
+	const mask = 0x000000FF000000FF
+	const mul1 = 100 + 1000000<<32
+	const mul2 = 1 + 10000<<32
+	v -= 0x3030303030303030
+	v = v*10 + v>>8
+	v = ((v&mask)*mul1 + (v>>16&mask)*mul2) >> 32
+	return v & 0xFFFFFFFF, true
+}
+
 // scanNumber reads a JSON number (RFC 8259 grammar) at s.i.
 func (s *scanner) scanNumber() (number, error) {
 	b := s.b
@@ -262,6 +282,14 @@ func (s *scanner) scanNumber() (number, error) {
 		i++
 	case c >= '1' && c <= '9':
 		for ; i < len(b) && isDigit(b[i]); i++ {
+			if nd <= 19-8 {
+				if v, ok := eightDigits(b, i); ok {
+					n.mant = n.mant*1e8 + v
+					nd += 8
+					i += 7
+					continue
+				}
+			}
 			if nd < 19 {
 				n.mant = n.mant*10 + uint64(b[i]-'0')
 				nd++
@@ -282,6 +310,15 @@ func (s *scanner) scanNumber() (number, error) {
 		i++
 		start := i
 		for ; i < len(b) && isDigit(b[i]); i++ {
+			if nd > 0 && nd <= 19-8 {
+				if v, ok := eightDigits(b, i); ok {
+					n.mant = n.mant*1e8 + v
+					nd += 8
+					n.exp -= 8
+					i += 7
+					continue
+				}
+			}
 			d := b[i] - '0'
 			switch {
 			case nd == 0 && d == 0:

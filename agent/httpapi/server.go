@@ -29,8 +29,8 @@ type Backend interface {
 	ServerMetadata() models.ServerMetadata
 	ModelMetadata(name, version string) (*models.Metadata, error)
 	ModelReady(name, version string) (bool, error)
-	// Infer runs one request. The input tensors may alias the request body;
-	// they must not be used after Infer returns.
+	// Infer runs one request. The input tensors may alias the request body
+	// and must be treated as read-only.
 	Infer(ctx context.Context, name, version string, req *models.InferRequest) (*models.InferResponse, error)
 }
 

@@ -5,8 +5,11 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -298,4 +301,53 @@ func (b *blockingBackend) Infer(ctx context.Context, name, version string, req *
 	close(b.entered)
 	<-b.release
 	return b.echoBackend.Infer(ctx, name, version, req)
+}
+
+// TestConcurrentRequests runs JSON and binary requests in parallel, each
+// with its own data, and checks every response echoes exactly its request:
+// a pooled buffer reused too early would mix them up.
+func TestConcurrentRequests(t *testing.T) {
+	h := New(&echoBackend{}, Options{Metrics: metrics.New(prometheus.NewRegistry())})
+	const workers, perWorker = 8, 60
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := 0; i < perWorker; i++ {
+				n := 1 + (w*perWorker+i)%97
+				vals := make([]string, n)
+				raw := make([]byte, 0, 4*n)
+				for k := range vals {
+					v := int32(w*1_000_000 + i*1000 + k)
+					vals[k] = strconv.Itoa(int(v))
+					raw = binary.LittleEndian.AppendUint32(raw, uint32(v))
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				var res result
+				if i%2 == 0 {
+					body := fmt.Sprintf(`{"id":%q,"inputs":[{"name":"x","shape":[%d],"datatype":"INT32","data":[%s]}]}`, id, n, strings.Join(vals, ","))
+					res = do(t, h, "POST", "/v2/models/echo/infer", []byte(body), nil)
+					want := fmt.Sprintf(`{"model_name":"echo","model_version":"2","id":%q,"outputs":[{"name":"x","datatype":"INT32","shape":[%d],"data":[%s]}]}`, id, n, strings.Join(vals, ","))
+					if res.status != 200 || string(res.body) != want {
+						errs <- fmt.Errorf("JSON %s: status %d body %s", id, res.status, res.body)
+						return
+					}
+				} else {
+					header := fmt.Sprintf(`{"id":%q,"inputs":[{"name":"x","shape":[%d],"datatype":"INT32","parameters":{"binary_data_size":%d}}],"parameters":{"binary_data_output":true}}`, id, n, 4*n)
+					body, hdr := binaryBody(header, raw)
+					res = do(t, h, "POST", "/v2/models/echo/infer", body, hdr)
+					hl, _ := strconv.Atoi(res.header.Get(HeaderInferenceHeaderLength))
+					if res.status != 200 || hl <= 0 || hl > len(res.body) || !bytes.Equal(res.body[hl:], raw) || !strings.Contains(string(res.body[:hl]), id) {
+						errs <- fmt.Errorf("binary %s: status %d body %q", id, res.status, res.body)
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
