@@ -96,7 +96,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	mux.Handle("/", api)
 	a.handler = mux
 	a.grpc, a.grpcAPI = grpcapi.NewGRPCServer(a.models, grpcapi.Options{Metrics: m,
-		Logger: log.With("component", "grpc"), MaxRecvMsgSize: int(cfg.MaxBodyBytes)})
+		Logger: log.With("component", "grpc"), MaxRecvMsgSize: int(cfg.MaxBodyBytes), Repository: grpcRepository{a}})
 	return a, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/edgefleet/edgefleet/agent/cache"
+	"github.com/edgefleet/edgefleet/agent/grpcapi"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 )
@@ -189,4 +190,24 @@ func cacheSpecs(in []runtime.IOSpec) []cache.TensorSpec {
 		out[i] = cache.TensorSpec{Name: s.Name, DType: s.DType.String(), Shape: s.Shape}
 	}
 	return out
+}
+
+// grpcRepository adapts the agent's repository to grpcapi.Repository.
+type grpcRepository struct{ a *Agent }
+
+func (r grpcRepository) Index(ctx context.Context, readyOnly bool) ([]grpcapi.RepositoryEntry, error) {
+	es, err := r.a.RepositoryIndex(ctx, readyOnly)
+	out := make([]grpcapi.RepositoryEntry, len(es))
+	for i, e := range es {
+		out[i] = grpcapi.RepositoryEntry(e)
+	}
+	return out, err
+}
+
+func (r grpcRepository) Load(ctx context.Context, name, version string, model []byte) error {
+	return r.a.RepositoryLoad(ctx, name, LoadOptions{Model: model, Version: version, Source: "repository-api:grpc"})
+}
+
+func (r grpcRepository) Unload(ctx context.Context, name, version string) error {
+	return r.a.RepositoryUnload(ctx, name, version)
 }

@@ -57,6 +57,8 @@ type Options struct {
 	// ServerOptions and NewGRPCServer; 0 means DefaultMaxRecvMsgSize. A larger
 	// request is refused with RESOURCE_EXHAUSTED before it is decoded.
 	MaxRecvMsgSize int
+	// Repository serves the model repository RPCs; nil answers them UNIMPLEMENTED.
+	Repository Repository
 }
 
 // Server implements inferencepb.GRPCInferenceServiceServer on a Backend and
@@ -70,6 +72,7 @@ type Server struct {
 	log     *slog.Logger
 	maxRecv int
 	health  *health.Server
+	repo    Repository
 
 	mu        sync.Mutex // guards lastKnown, lastReady and stopped
 	lastKnown bool       // lastReady has been published to health
@@ -85,6 +88,7 @@ func New(b Backend, opts Options) *Server {
 		log:     opts.Logger,
 		maxRecv: opts.MaxRecvMsgSize,
 		health:  health.NewServer(),
+		repo:    opts.Repository,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

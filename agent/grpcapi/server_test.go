@@ -587,7 +587,8 @@ func TestReflection(t *testing.T) {
 			methods = append(methods, m.GetName())
 		}
 	}
-	if want := []string{"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"}; !slices.Equal(methods, want) {
+	if want := []string{"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+		"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}; !slices.Equal(methods, want) {
 		t.Errorf("methods %v, want %v", methods, want)
 	}
 }
@@ -658,6 +659,24 @@ func TestWireCompat(t *testing.T) {
 		"InferTensorContents.fp32_contents":                       "6 float repeated",
 		"InferTensorContents.fp64_contents":                       "7 double repeated",
 		"InferTensorContents.bytes_contents":                      "8 bytes repeated",
+		// Triton's model repository extension (grpc_service.proto).
+		"ModelRepositoryParameter.bool_param":          "1 bool",
+		"ModelRepositoryParameter.int64_param":         "2 int64",
+		"ModelRepositoryParameter.string_param":        "3 string",
+		"ModelRepositoryParameter.bytes_param":         "4 bytes",
+		"RepositoryIndexRequest.repository_name":       "1 string",
+		"RepositoryIndexRequest.ready":                 "2 bool",
+		"RepositoryIndexResponse.models":               "1 message repeated",
+		"RepositoryIndexResponse.ModelIndex.name":      "1 string",
+		"RepositoryIndexResponse.ModelIndex.version":   "2 string",
+		"RepositoryIndexResponse.ModelIndex.state":     "3 string",
+		"RepositoryIndexResponse.ModelIndex.reason":    "4 string",
+		"RepositoryModelLoadRequest.repository_name":   "1 string",
+		"RepositoryModelLoadRequest.model_name":        "2 string",
+		"RepositoryModelLoadRequest.parameters":        "3 message repeated",
+		"RepositoryModelUnloadRequest.repository_name": "1 string",
+		"RepositoryModelUnloadRequest.model_name":      "2 string",
+		"RepositoryModelUnloadRequest.parameters":      "3 message repeated",
 	}
 	got := map[string]string{}
 	var walk func(prefix string, msgs []*descriptorpb.DescriptorProto)
