@@ -192,6 +192,9 @@ type Heartbeat struct {
 	Time            time.Time `json:"time"`
 	UptimeSeconds   int64     `json:"uptime_s"`
 	AppliedRevision int64     `json:"applied_revision"`
+	// IntervalSeconds is the time to the next heartbeat; the hub counts a
+	// device offline after three missed ones.
+	IntervalSeconds int64 `json:"interval_s"`
 }
 
 // Presence is the retained message on the presence topic: Online true when
