@@ -196,3 +196,20 @@ func TestEqualModels(t *testing.T) {
 		t.Fatal("nil and empty differ")
 	}
 }
+
+func TestToken(t *testing.T) {
+	fp := strings.Repeat("0123456789abcdef", 4)
+	tok := FormatToken("s3cr3t-s3cr3t-s3cr3t", fp)
+	secret, gotFP, err := ParseToken(tok)
+	if err != nil || secret != "s3cr3t-s3cr3t-s3cr3t" || gotFP != fp[:FingerprintPrefixLen] {
+		t.Fatalf("ParseToken(%q) = %q, %q, %v", tok, secret, gotFP, err)
+	}
+	if _, full, err := ParseToken("s3cr3t-s3cr3t-s3cr3t." + strings.ToUpper(fp)); err != nil || full != fp {
+		t.Fatalf("full upper-case fingerprint: %q %v", full, err)
+	}
+	for _, bad := range []string{"", "nodot", ".abc", "s3cr3t-s3cr3t-s3cr3t.abc", "short." + fp, "s3cr3t-s3cr3t-s3cr3t." + strings.Repeat("z", 32)} {
+		if _, _, err := ParseToken(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseToken(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
