@@ -36,8 +36,10 @@ var DynamicOpTypes = []string{"MatMul", "Gemm", "Conv"}
 // opset is raised when none of its operators changed meaning on the way;
 // otherwise (PaddleOCR's opset-9 exports, say) MatMul and Gemm become
 // onnxruntime's com.microsoft DynamicQuantizeMatMul, the fused form
-// onnxruntime itself rewrites the sequence above into, Conv stays in float,
-// and the default-domain opset stays as it is.
+// onnxruntime itself rewrites the sequence above into, Conv weights are
+// stored as per-channel int8 behind com.microsoft DequantizeLinear (the
+// Conv itself computes in float), and the default-domain opset stays as it
+// is.
 //
 // Dynamic needs no data and does not run onnxruntime.
 func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, error) {
@@ -61,7 +63,7 @@ func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, 
 	if rep.OpsetBefore < dynamicOpset {
 		if err := checkRaise(m, dynamicOpset); err != nil {
 			d.fused = true
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset %d kept (%v); MatMul/Gemm become com.microsoft DynamicQuantizeMatMul, Conv stays float", rep.OpsetBefore, err))
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset %d kept (%v); MatMul/Gemm become com.microsoft DynamicQuantizeMatMul", rep.OpsetBefore, err))
 		}
 	}
 	if err := d.graph(ctx, m.Graph, nil); err != nil {
@@ -83,6 +85,7 @@ func Dynamic(ctx context.Context, model []byte, opts Options) ([]byte, *Report, 
 		}
 	}
 	rep.OpsetAfter, _ = graph.Opset(m, graph.DefaultDomain)
+	opts.finish(m, rep)
 	out, err := graph.Encode(m)
 	if err != nil {
 		return nil, nil, err
@@ -96,8 +99,10 @@ type dynamicQuantizer struct {
 	opts  Options
 	rep   *Report
 	names graph.Names
-	// fused selects com.microsoft DynamicQuantizeMatMul for MatMul/Gemm.
-	fused bool
+	// fused selects com.microsoft DynamicQuantizeMatMul for MatMul/Gemm
+	// and weight-only Conv.
+	fused           bool
+	weightOnlyNoted bool
 }
 
 // actQ names the outputs of a DynamicQuantizeLinear.
@@ -155,9 +160,6 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 	if len(n.Input) < 2 || len(n.Output) != 1 {
 		return nil, "unexpected arity", nil
 	}
-	if op == "Conv" && d.fused {
-		return nil, "ConvInteger needs opset 11 (DynamicQuantizeLinear)", nil
-	}
 	wt, wdata, why := constFloat32(scope, n.Input[1])
 	if why != "" {
 		return nil, "weight " + why, nil
@@ -189,12 +191,16 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 			return nil, "weight has rank < 3", nil
 		}
 	}
-	wkey = fmt.Sprintf("%s/alpha=%g", wkey, alpha)
+	weightOnly := op == "Conv" && d.fused
+	wkey = fmt.Sprintf("%s/alpha=%g/weightonly=%v", wkey, alpha, weightOnly)
 	qw, ok := weights[wkey]
 	if !ok {
 		axis := -1
 		if d.opts.DynamicPerChannel && op != "Conv" {
 			axis = len(dims) - 1
+		}
+		if weightOnly {
+			axis = 0 // per output channel: no activation scale to share
 		}
 		var err error
 		qw, err = quantizeWeight(ix, g, n.Input[1], dims, wdata, d.opts.WeightType, d.opts.weightSymmetric(), d.opts.ReduceRange, axis)
@@ -209,6 +215,25 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 		}
 		weights[wkey] = qw
 		d.rep.Weights++
+	}
+	if weightOnly {
+		// ConvInteger needs DynamicQuantizeLinear (opset 11): keep the Conv
+		// in float and store its weight as int8 behind onnxruntime's
+		// com.microsoft DequantizeLinear.
+		var nodes []*onnxpb.NodeProto
+		if qw.Dequantized == "" {
+			qw.Dequantized = ix.Unique(n.Input[1] + "_DequantizeLinear_Output")
+			dq := graph.Node("DequantizeLinear", ix.Unique(n.Input[1]+"_DequantizeLinear"),
+				[]string{qw.Q, qw.Scale, qw.ZP}, []string{qw.Dequantized}, graph.IntAttr("axis", 0))
+			dq.Domain = msDomain
+			nodes = append(nodes, dq)
+		}
+		n.Input[1] = qw.Dequantized
+		if !d.weightOnlyNoted {
+			d.weightOnlyNoted = true
+			d.rep.Warnings = append(d.rep.Warnings, "Conv weights stored as int8 behind com.microsoft DequantizeLinear (weight-only: Conv computes in float)")
+		}
+		return append(nodes, n), "", nil
 	}
 	if d.fused {
 		return fusedDynamic(scope, g, n, name, qw, beta), "", nil

@@ -66,6 +66,7 @@ func FP16(ctx context.Context, model []byte, opts Options) ([]byte, *Report, err
 		return nil, rep, fmt.Errorf("%w: no float32 operator to convert", ErrNothingToQuantize)
 	}
 	rep.OpsetAfter, _ = graph.Opset(m, graph.DefaultDomain)
+	opts.finish(m, rep)
 	out, err := graph.Encode(m)
 	if err != nil {
 		return nil, nil, err

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/edgefleet/edgefleet/quantize/internal/graph"
+	"github.com/edgefleet/edgefleet/quantize/onnxpb"
 	"github.com/edgefleet/edgefleet/quantize/quantmath"
 )
 
@@ -131,6 +132,11 @@ type Options struct {
 	// Nodes, when not empty, restricts quantization to these node names.
 	Nodes []string
 
+	// StripNodeMetadata drops the nodes' metadata_props from the output
+	// (exporter debug information: torch.onnx stores stack traces there,
+	// which can outweigh an INT8 model's weights).
+	StripNodeMetadata bool
+
 	// ExternalDataDir is the folder external tensor data files are read
 	// from (the model file's folder). Empty: external data is an error.
 	ExternalDataDir string
@@ -202,4 +208,13 @@ func (o Options) selected(name, op string) bool {
 		return false
 	}
 	return true
+}
+
+// finish applies the output-only options to m.
+func (o Options) finish(m *onnxpb.ModelProto, rep *Report) {
+	if o.StripNodeMetadata {
+		if n := graph.StripNodeMetadata(m.Graph); n > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("stripped %d bytes of node metadata", n))
+		}
+	}
 }

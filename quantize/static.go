@@ -403,6 +403,7 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 	}
 	rep.Quantized = p.nodes
 	rep.OpsetAfter, _ = graph.Opset(qm, graph.DefaultDomain)
+	opts.finish(qm, rep)
 	out, err := graph.Encode(qm)
 	if err != nil {
 		return nil, nil, err

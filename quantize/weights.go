@@ -19,6 +19,9 @@ type qweight struct {
 	Axis int
 	// Cols is the weight's last dimension.
 	Cols int64
+	// Dequantized names the float output of a DequantizeLinear of Q, once
+	// one exists.
+	Dequantized string
 }
 
 // quantizeWeight quantizes the float tensor w (dims as given, data in data)

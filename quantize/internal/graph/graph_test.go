@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
@@ -248,5 +249,25 @@ func TestEnsureOpset(t *testing.T) {
 	EnsureDomain(m, "com.microsoft", 1)
 	if len(m.OpsetImport) != 2 {
 		t.Fatalf("opset imports = %v", m.OpsetImport)
+	}
+}
+
+func TestStripNodeMetadata(t *testing.T) {
+	n := Node("Relu", "r", []string{"x"}, []string{"y"})
+	// metadata_props (field 9) and an unrelated unknown field (8).
+	var unk []byte
+	unk = protowire.AppendTag(unk, 9, protowire.BytesType)
+	unk = protowire.AppendBytes(unk, []byte("stack trace"))
+	unk = protowire.AppendTag(unk, 8, protowire.BytesType)
+	unk = protowire.AppendBytes(unk, []byte("overload"))
+	n.ProtoReflect().SetUnknown(unk)
+	m := model(n)
+	if got := StripNodeMetadata(m.Graph); got != 2+len("stack trace") {
+		t.Fatalf("removed %d bytes", got)
+	}
+	rest := m.Graph.Node[0].ProtoReflect().GetUnknown()
+	num, _, l := protowire.ConsumeTag(rest)
+	if num != 8 || l <= 0 {
+		t.Fatalf("kept unknown fields %q: want field 8 only", rest)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
@@ -233,4 +234,50 @@ func EnsureDomain(m *onnxpb.ModelProto, domain string, v int64) {
 		return
 	}
 	m.OpsetImport = append(m.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: domain, Version: v})
+}
+
+// nodeMetadataField is NodeProto.metadata_props (IR 10), which the bindings
+// (ONNX 1.12) keep as an unknown field.
+const nodeMetadataField = 9
+
+// StripNodeMetadata drops the metadata_props of every node of g and its
+// subgraphs (exporter debug information such as torch's stack traces; it
+// carries no semantics). It returns the number of bytes removed.
+func StripNodeMetadata(g *onnxpb.GraphProto) int {
+	removed := 0
+	for _, n := range g.GetNode() {
+		r := n.ProtoReflect()
+		unk := r.GetUnknown()
+		var keep []byte
+		for b := unk; len(b) > 0; {
+			num, typ, l := protowire.ConsumeTag(b)
+			if l < 0 {
+				keep = unk // malformed: leave untouched
+				break
+			}
+			m := protowire.ConsumeFieldValue(num, typ, b[l:])
+			if m < 0 {
+				keep = unk
+				break
+			}
+			if num != nodeMetadataField {
+				keep = append(keep, b[:l+m]...)
+			} else {
+				removed += l + m
+			}
+			b = b[l+m:]
+		}
+		if len(keep) != len(unk) {
+			r.SetUnknown(keep)
+		}
+		for _, a := range n.GetAttribute() {
+			if a.GetG() != nil {
+				removed += StripNodeMetadata(a.GetG())
+			}
+			for _, sg := range a.GetGraphs() {
+				removed += StripNodeMetadata(sg)
+			}
+		}
+	}
+	return removed
 }
