@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"math"
-	"math/big"
 	"strconv"
 	"unsafe"
 )
@@ -178,15 +177,7 @@ func (sf smallFloat) fromDecimal(f float64, tok []byte) uint32 {
 	if !tie {
 		return bits
 	}
-	exact, ok := new(big.Rat).SetString(string(tok))
-	if !ok {
-		return bits
-	}
-	mid := new(big.Rat).SetFloat64(f)
-	c := exact.Cmp(mid)
-	if f < 0 {
-		c = -c // compare magnitudes
-	}
+	c := cmpDecimal(tok, f)
 	lo := bits
 	if math.Abs(sf.toFloat64(bits)) > math.Abs(f) {
 		lo = bits - 1 // bits was rounded up (to even) from the midpoint
@@ -198,6 +189,106 @@ func (sf smallFloat) fromDecimal(f float64, tok []byte) uint32 {
 		return lo
 	}
 	return bits
+}
+
+// cmpDecimal compares the magnitude of the JSON number tok with that of the
+// finite non-zero f exactly, in time linear in len(tok) (no big-number
+// arithmetic, so a huge token costs no more than scanning it).
+func cmpDecimal(tok []byte, f float64) int {
+	td, tp := decimalDigits(tok)
+	var buf [800]byte
+	// 767 significant digits represent any float64 exactly.
+	fd, fp := decimalDigits(strconv.AppendFloat(buf[:0], math.Abs(f), 'e', 767, 64))
+	switch {
+	case len(td) == 0:
+		return -1
+	case tp != fp:
+		if tp > fp {
+			return 1
+		}
+		return -1
+	}
+	n := min(len(td), len(fd))
+	for i := 0; i < n; i++ {
+		if td[i] != fd[i] {
+			if td[i] > fd[i] {
+				return 1
+			}
+			return -1
+		}
+	}
+	// Trailing zeros were stripped: any remaining digit makes that side larger.
+	switch {
+	case len(td) > n:
+		return 1
+	case len(fd) > n:
+		return -1
+	}
+	return 0
+}
+
+// decimalDigits normalises a decimal number (JSON or 'e' format) to its
+// significant digits, without leading or trailing zeros, and the exponent p
+// such that its magnitude is 0.digits × 10^p. The exponent is clamped far
+// outside any float range.
+func decimalDigits(s []byte) (digits []byte, p int) {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	start := i
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	intPart := s[start:i]
+	var frac []byte
+	if i < len(s) && s[i] == '.' {
+		i++
+		fs := i
+		for i < len(s) && isDigit(s[i]) {
+			i++
+		}
+		frac = s[fs:i]
+	}
+	exp := 0
+	if i < len(s) && s[i]|0x20 == 'e' {
+		i++
+		neg := false
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			neg = s[i] == '-'
+			i++
+		}
+		for ; i < len(s) && isDigit(s[i]); i++ {
+			if exp < 1e8 {
+				exp = exp*10 + int(s[i]-'0')
+			}
+		}
+		if neg {
+			exp = -exp
+		}
+	}
+	p = len(intPart) + exp
+	// Leading zeros: first in the integer part, then in the fraction.
+	k := 0
+	for k < len(intPart) && intPart[k] == '0' {
+		k++
+	}
+	p -= k
+	intPart = intPart[k:]
+	if len(intPart) == 0 {
+		k = 0
+		for k < len(frac) && frac[k] == '0' {
+			k++
+		}
+		p -= k
+		frac = frac[k:]
+	}
+	digits = make([]byte, 0, len(intPart)+len(frac))
+	digits = append(append(digits, intPart...), frac...)
+	for len(digits) > 0 && digits[len(digits)-1] == '0' {
+		digits = digits[:len(digits)-1]
+	}
+	return digits, p
 }
 
 // appendShortest appends a decimal for bits of the format: integral values

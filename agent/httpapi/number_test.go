@@ -466,3 +466,35 @@ func TestEightDigits(t *testing.T) {
 		t.Fatal("short input accepted")
 	}
 }
+
+func TestCmpDecimal(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for i := 0; i < 20000; i++ {
+		f := math.Ldexp(float64(r.Int64N(1<<20)+1), r.IntN(80)-60)
+		var tok string
+		switch i % 4 {
+		case 0:
+			tok = strconv.FormatFloat(f, 'f', -1, 64)
+		case 1:
+			tok = strconv.FormatFloat(f*(1+float64(r.IntN(3)-1)*1e-12), 'e', r.IntN(30), 64)
+		case 2:
+			tok = "000" + strconv.FormatFloat(f, 'f', 40, 64) + "000"
+		default:
+			tok = strconv.FormatFloat(f, 'e', -1, 64) + strings.Repeat("0", r.IntN(5))
+			tok = strings.Replace(tok, "e", "000e", 1)
+		}
+		x, ok := new(big.Rat).SetString(tok)
+		if !ok {
+			t.Fatalf("oracle cannot parse %s", tok)
+		}
+		want := x.Cmp(new(big.Rat).SetFloat64(f))
+		if got := cmpDecimal([]byte(tok), f); got != want {
+			t.Fatalf("cmpDecimal(%s, %v) = %d, want %d", tok, f, got, want)
+		}
+	}
+	// A huge token is compared in linear time.
+	huge := []byte("1.00048828125" + strings.Repeat("0", 8<<20) + "1")
+	if got := cmpDecimal(huge, 1.00048828125); got != 1 {
+		t.Errorf("huge token: %d", got)
+	}
+}
