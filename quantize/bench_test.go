@@ -20,7 +20,7 @@ func BenchmarkDigits(b *testing.B) {
 	needRuntime(b)
 	ctx := context.Background()
 	test := loadDigits(b, "test.csv")
-	calib := loadDigits(b, calibFile()).batches(32)
+	calib := rebatch(b, calibFile(), 32)
 	for _, model := range []string{"cnn.onnx", "transformer.onnx"} {
 		if _, err := os.Stat(digitsDir + "/" + model); err != nil {
 			continue
@@ -52,7 +52,7 @@ func BenchmarkDigits(b *testing.B) {
 					}
 					s := benchSession(b, q)
 					defer s.Destroy()
-					in := test.batch(0, batch)[0]
+					in := rebatch(b, "test.csv", batch)[0][0]
 					x, err := ort.NewTensor(ort.NewShape(in.Shape...), in.Data.([]float32))
 					if err != nil {
 						b.Fatal(err)

@@ -2,11 +2,8 @@ package quantize
 
 import (
 	"context"
-	"encoding/csv"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/quantize/internal/graph"
@@ -18,56 +15,34 @@ import (
 // and a calibration set (CSV: label,p0..p63 with pixels 0..16).
 const digitsDir = "../agent/testdata/digits"
 
+// digitsFormat reads the digits CSVs (label, then 64 pixels 0..16).
+func digitsFormat(batch int) CSVFormat {
+	return CSVFormat{Input: "input", Shape: []int64{1, 8, 8}, Scale: 1.0 / 16, LabelColumn: 0, Header: true, BatchSize: batch}
+}
+
+// digitsSet is a digits CSV read with ReadCSV.
 type digitsSet struct {
-	x      []float32 // N*64, scaled to [0, 1]
-	labels []int
-}
-
-func (d digitsSet) n() int { return len(d.labels) }
-
-// batch returns samples [from, to) as a model input.
-func (d digitsSet) batch(from, to int) Batch {
-	return Batch{{Name: "input", Shape: []int64{int64(to - from), 1, 8, 8}, Data: d.x[from*64 : to*64]}}
-}
-
-func (d digitsSet) batches(size int) []Batch {
-	var out []Batch
-	for i := 0; i < d.n(); i += size {
-		out = append(out, d.batch(i, min(i+size, d.n())))
-	}
-	return out
+	batches []Batch
+	labels  []int
 }
 
 func loadDigits(t testing.TB, name string) digitsSet {
 	t.Helper()
-	f, err := os.Open(filepath.Join(digitsDir, name))
+	b, l, err := ReadCSVFile(filepath.Join(digitsDir, name), digitsFormat(64))
 	if err != nil {
 		t.Fatalf("digits fixture: %v", err)
 	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
+	return digitsSet{batches: b, labels: l}
+}
+
+// rebatch re-reads a digits CSV with another batch size.
+func rebatch(t testing.TB, name string, size int) []Batch {
+	t.Helper()
+	b, _, err := ReadCSVFile(filepath.Join(digitsDir, name), digitsFormat(size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d digitsSet
-	for i, row := range rows[1:] {
-		if len(row) != 65 {
-			t.Fatalf("%s row %d: %d fields", name, i+2, len(row))
-		}
-		label, err := strconv.Atoi(row[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.labels = append(d.labels, label)
-		for _, p := range row[1:] {
-			v, err := strconv.Atoi(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d.x = append(d.x, float32(v)/16)
-		}
-	}
-	return d
+	return b
 }
 
 func loadModel(t testing.TB, name string) []byte {
@@ -79,44 +54,8 @@ func loadModel(t testing.TB, name string) []byte {
 	return b
 }
 
-// accuracy returns an evaluator computing top-1 accuracy on d.
-func accuracy(d digitsSet) Evaluator {
-	return func(ctx context.Context, model []byte) (float64, error) {
-		m, err := graph.Decode(model, "")
-		if err != nil {
-			return 0, err
-		}
-		s, err := newSession(model, modelInputs(m), []string{"logits"})
-		if err != nil {
-			return 0, err
-		}
-		defer s.Close()
-		correct := 0
-		for i := 0; i < d.n(); i += 64 {
-			j := min(i+64, d.n())
-			out, err := s.Run(d.batch(i, j))
-			if err != nil {
-				return 0, err
-			}
-			logits := out[0].F32
-			if len(logits) != (j-i)*10 {
-				return 0, fmt.Errorf("%d logits for %d samples", len(logits), j-i)
-			}
-			for k := 0; k < j-i; k++ {
-				best := 0
-				for c := 1; c < 10; c++ {
-					if logits[k*10+c] > logits[k*10+best] {
-						best = c
-					}
-				}
-				if best == d.labels[i+k] {
-					correct++
-				}
-			}
-		}
-		return float64(correct) / float64(d.n()), nil
-	}
-}
+// accuracy returns the top-1 accuracy evaluator on d.
+func accuracy(d digitsSet) Evaluator { return Classification(d.batches, d.labels, "logits") }
 
 // TestDigitsCNN quantizes the digits CNN statically (each calibration
 // method) and dynamically and checks accuracy on the held-out set stays
@@ -126,7 +65,7 @@ func TestDigitsCNN(t *testing.T) {
 	ctx := context.Background()
 	fp32 := loadModel(t, "cnn.onnx")
 	test := loadDigits(t, "test.csv")
-	calib := loadDigits(t, calibFile()).batches(32)
+	calib := rebatch(t, calibFile(), 32)
 	eval := accuracy(test)
 	base, err := eval(ctx, fp32)
 	if err != nil {
