@@ -34,7 +34,9 @@ func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []i
 		Scale: ix.Unique(base + "_scale"),
 		ZP:    ix.Unique(base + "_zero_point"),
 		Axis:  axis,
-		Cols:  dims[len(dims)-1],
+	}
+	if len(dims) > 0 {
+		qw.Cols = dims[len(dims)-1]
 	}
 	elem := graph.Elem(t)
 	if axis < 0 {
