@@ -131,3 +131,75 @@ func tensorBytes(t testing.TB, model []byte) int {
 	graph.WalkTensors(m.Graph, func(tp *onnxpb.TensorProto) { n += graph.ByteSize(tp) })
 	return n
 }
+
+// TestDigitsTransformer quantizes the digits transformer dynamically (its
+// MatMuls and Gemms) and statically, and checks accuracy on the held-out
+// set stays within one point of FP32.
+func TestDigitsTransformer(t *testing.T) {
+	needRuntime(t)
+	ctx := context.Background()
+	fp32 := loadModel(t, "transformer.onnx")
+	test := loadDigits(t, "test.csv")
+	calib := rebatch(t, calibFile(), 32)
+	eval := accuracy(test)
+	base, err := eval(ctx, fp32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base < 0.9 {
+		t.Fatalf("fp32 accuracy %.4f: fixture broken", base)
+	}
+	for _, tc := range []struct {
+		name  string
+		quant func() ([]byte, *Report, error)
+	}{
+		{"dynamic", func() ([]byte, *Report, error) { return Dynamic(ctx, fp32, Options{}) }},
+		{"static", func() ([]byte, *Report, error) { return Static(ctx, fp32, calib, Options{}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, rep, err := tc.quant()
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc, err := eval(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ratio := float64(tensorBytes(t, q)) / float64(tensorBytes(t, fp32))
+			t.Logf("accuracy fp32 %.4f -> %.4f; %v; tensor data %.1f%%", base, acc, rep, 100*ratio)
+			if acc < base-0.01 {
+				t.Fatalf("accuracy %.4f is more than one point below fp32 %.4f", acc, base)
+			}
+		})
+	}
+}
+
+// TestDigitsAccuracyControl runs the accuracy loop on the digits CNN with a
+// one-point budget.
+func TestDigitsAccuracyControl(t *testing.T) {
+	needRuntime(t)
+	ctx := context.Background()
+	fp32 := loadModel(t, "cnn.onnx")
+	test := loadDigits(t, "test.csv")
+	calib := rebatch(t, calibFile(), 32)
+	res, err := AccuracyControl(ctx, fp32, Options{}, AccuracyOptions{
+		Evaluate: accuracy(test), MaxDrop: 0.01, Calibration: calib,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fp32 %.4f int8 %.4f, met %v, %d trials, float %v", res.Baseline, res.Metric, res.Met, len(res.Trials), res.Float)
+	if !res.Met || res.Drop > 0.01 || res.Model == nil {
+		t.Fatalf("budget of one point not met: %+v", res.Trials)
+	}
+	sens, err := Sensitivity(ctx, fp32, res.Model, calib, res.Report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sens {
+		t.Logf("%-14s %-8s SQNR %5.1f dB cosine %.5f", s.Node, s.OpType, s.SQNR, s.Cosine)
+		if s.SQNR < 15 || s.Cosine < 0.99 {
+			t.Errorf("node %s: SQNR %.1f dB, cosine %.4f on calibration data", s.Node, s.SQNR, s.Cosine)
+		}
+	}
+}
