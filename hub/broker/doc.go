@@ -35,4 +35,4 @@ package broker
 
 // Handler receives a message. Handlers may run concurrently for different
 // topics; they must not block for long.
-type Handler func(topic string, payload []byte)
+type Handler = func(topic string, payload []byte)
