@@ -21,6 +21,10 @@ var DefaultFP16Block = []string{
 	"Min", "Max", "Upsample",
 	// Operators whose output type comes from an attribute.
 	"RandomNormal", "RandomUniform", "RandomNormalLike", "EyeLike", "Multinomial", "Bernoulli",
+	// Squares of activations (the variance of a decomposed LayerNorm)
+	// overflow float16 easily; onnxruntime 1.24's SimplifiedLayerNormFusion
+	// also fails on the float16 form of that pattern.
+	"Pow",
 }
 
 // anyTypeInput ops accept inputs of any type: no Cast is put before them.
@@ -86,6 +90,8 @@ type fp16Converter struct {
 	name16, name32 map[string]string
 	// pending holds the Casts the current node needs, emitted before it.
 	pending []*onnxpb.NodeProto
+	// constWeights counts Constant node tensors converted.
+	constWeights int
 }
 
 func (c *fp16Converter) convert(ctx context.Context, block []string, rep *Report) error {
@@ -228,6 +234,7 @@ func (c *fp16Converter) convert(ctx context.Context, block []string, rep *Report
 		}
 	}
 	g.Node = nodes
+	rep.Weights += c.constWeights
 	if c.opts.FP16IO {
 		for name, vi := range graphOut {
 			if c.name16[name] == name {
@@ -291,6 +298,9 @@ func (c *fp16Converter) retype(n *onnxpb.NodeProto) error {
 					return err
 				}
 				a.T = graph.Float16Tensor(a.GetT().GetName(), a.GetT().GetDims(), v)
+				if n.GetOpType() == "Constant" {
+					c.constWeights++
+				}
 			}
 			if n.GetOpType() == "Constant" && a.GetName() == "value_float" {
 				a.Name, a.Type = "value", onnxpb.AttributeProto_TENSOR

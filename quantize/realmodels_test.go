@@ -146,3 +146,27 @@ func argmax(v []float32) int {
 	}
 	return best
 }
+
+// TestFP16PaddleOCRRec converts PaddleOCR v4 rec (weights in Constant
+// nodes) to float16 and compares it with FP32.
+func TestFP16PaddleOCRRec(t *testing.T) {
+	needRuntime(t)
+	fp32 := realModel(t, "ch_PP-OCRv4_rec_infer.onnx")
+	q, rep, err := FP16(context.Background(), fp32, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%v", rep)
+	if rep.Weights < 100 || rep.SizeRatio() > 0.55 {
+		t.Fatalf("%d weights converted, size %.1f%%", rep.Weights, 100*rep.SizeRatio())
+	}
+	img := make([]float32, 3*48*320)
+	for i := range img {
+		img[i] = float32(i%97)/48 - 1
+	}
+	in := Batch{{Name: "x", Shape: []int64{1, 3, 48, 320}, Data: img}}
+	want, got := run(t, fp32, in)[0], run(t, q, in)[0]
+	if d := maxAbsDiff(want, got); d > 0.02 {
+		t.Fatalf("fp16 probabilities differ from fp32 by %g", d)
+	}
+}
