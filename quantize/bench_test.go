@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -107,4 +108,94 @@ func calibFile() string {
 		return f
 	}
 	return "calib.csv"
+}
+
+// BenchmarkRealModels measures single-request CPU latency (one intra-op
+// thread) of PaddleOCR v4 rec (one 48x320 line) and Silero VAD (one
+// 512-sample chunk) in FP32 and INT8 (dynamic), with sizes.
+func BenchmarkRealModels(b *testing.B) {
+	needRuntime(b)
+	ctx := context.Background()
+	img := make([]float32, 3*48*320)
+	for i := range img {
+		img[i] = float32(i%97)/48 - 1
+	}
+	models := []struct {
+		file string
+		in   Batch
+		out  []string
+	}{
+		{"ch_PP-OCRv4_rec_infer.onnx", Batch{{Name: "x", Shape: []int64{1, 3, 48, 320}, Data: img}}, []string{"softmax_11.tmp_0"}},
+		{"silero_vad_op18_ifless.onnx", Batch{
+			{Name: "input", Shape: []int64{1, 512}, Data: make([]float32, 512)},
+			{Name: "sr", Shape: []int64{}, Data: []int64{16000}},
+			{Name: "state", Shape: []int64{2, 1, 128}, Data: make([]float32, 256)},
+		}, []string{"output", "stateN"}},
+	}
+	for _, mdl := range models {
+		p := filepath.Join("..", ".deps", "models", mdl.file)
+		fp32, err := os.ReadFile(p)
+		if err != nil {
+			b.Logf("skipping %s: %v", mdl.file, err)
+			continue
+		}
+		variants := []struct {
+			name  string
+			quant func() ([]byte, error)
+		}{
+			{"fp32", func() ([]byte, error) { return fp32, nil }},
+			{"int8-dynamic", func() ([]byte, error) {
+				q, _, err := Dynamic(ctx, fp32, Options{StripNodeMetadata: true})
+				return q, err
+			}},
+		}
+		for _, v := range variants {
+			b.Run(mdl.file+"/"+v.name, func(b *testing.B) {
+				q, err := v.quant()
+				if err != nil {
+					b.Fatal(err)
+				}
+				so, err := ort.NewSessionOptions()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer so.Destroy()
+				so.SetIntraOpNumThreads(1)
+				so.SetInterOpNumThreads(1)
+				m, err := graph.Decode(q, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := ort.NewDynamicAdvancedSessionWithONNXData(q, modelInputs(m), mdl.out, so)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Destroy()
+				byName := map[string]Tensor{}
+				for _, t := range mdl.in {
+					byName[t.Name] = t
+				}
+				var ins []ort.Value
+				for _, name := range modelInputs(m) {
+					v, err := toValue(byName[name])
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer v.Destroy()
+					ins = append(ins, v)
+				}
+				b.ResetTimer()
+				for b.Loop() {
+					outs := make([]ort.Value, len(mdl.out))
+					if err := s.Run(ins, outs); err != nil {
+						b.Fatal(err)
+					}
+					for _, o := range outs {
+						o.Destroy()
+					}
+				}
+				b.ReportMetric(float64(len(q)), "bytes")
+			})
+		}
+	}
 }
