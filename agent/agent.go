@@ -27,6 +27,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/metrics"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/update"
 )
 
 // Version is the agent version, set at build time with -ldflags.
@@ -46,6 +47,7 @@ type Agent struct {
 	handler http.Handler
 	grpc    *grpc.Server
 	grpcAPI *grpcapi.Server
+	updater *update.Updater // over-the-air updates; /v1/updates
 
 	repoMu sync.Mutex // serialises repository changes (load, unload, policy)
 
@@ -89,16 +91,29 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.models = models.NewManager(models.Options{Logger: log.With("component", "models"), Metrics: m,
 		ServerName: "edgefleet", ServerVersion: Version})
-	api := httpapi.New(a.models, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
-		MaxBodyBytes: int64(cfg.MaxBodyBytes)})
+	a.updater, err = update.New(update.Options{Cache: a.cache, Models: a.models, Load: a.loadVersionWith,
+		InitRuntime: a.initRuntime, Settings: a.cfg.ModelSettings, Lock: &a.repoMu, Reconcile: a.applyPolicy,
+		Config: cfg.Update, AgentVersion: Version, Logger: log.With("component", "update")})
+	if err != nil {
+		a.cache.Close()
+		return nil, err
+	}
+	served := a.updater.Observe(a.models) // the front ends' backend: the manager, observed for update watches
+	api := httpapi.New(served, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a}})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/v1/updates", a.updater.Handler())
+	mux.Handle("/v1/updates/", a.updater.Handler())
 	mux.Handle("/", api)
 	a.handler = mux
-	a.grpc, a.grpcAPI = grpcapi.NewGRPCServer(a.models, grpcapi.Options{Metrics: m,
-		Logger: log.With("component", "grpc"), MaxRecvMsgSize: int(cfg.MaxBodyBytes), Repository: grpcRepository{a}})
+	a.grpc, a.grpcAPI = grpcapi.NewGRPCServer(served, grpcapi.Options{Metrics: m,
+		Logger: log.With("component", "grpc"), MaxRecvMsgSize: int(cfg.MaxBodyBytes), Repository: apiRepository{a}})
 	return a, nil
 }
+
+// Updater returns the agent's over-the-air updater.
+func (a *Agent) Updater() *update.Updater { return a.updater }
 
 // Models returns the agent's model manager.
 func (a *Agent) Models() *models.Manager { return a.models }
@@ -187,6 +202,9 @@ func (a *Agent) updateCacheMetrics() {
 // (up to DrainTimeout) and the cache is closed.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.cache.Close()
+	if err := a.updater.Recover(ctx); err != nil {
+		a.log.Error("recovering interrupted updates", "err", err)
+	}
 	if err := a.LoadCached(ctx); err != nil {
 		a.log.Warn("some cached models failed to load; serving the others", "err", err)
 	}
@@ -244,6 +262,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.models.SetReady(true)
 	a.grpcAPI.SyncHealth()
 	close(a.ready)
+	a.updater.Start(ctx)
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
@@ -278,6 +297,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	wg.Wait()
+	a.updater.Close()
 	a.models.Close()
 	if a.cfg.Unix != "" {
 		_ = os.Remove(a.cfg.Unix)

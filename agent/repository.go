@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/grpcapi"
+	"github.com/edgefleet/edgefleet/agent/httpapi"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 )
@@ -20,9 +21,7 @@ const (
 )
 
 // RepositoryEntry is one cached model version and whether it is served.
-type RepositoryEntry struct {
-	Name, Version, State, Reason string
-}
+type RepositoryEntry = models.RepositoryEntry
 
 // RepositoryIndex lists every cached model version: READY when loaded,
 // UNAVAILABLE (with the reason) otherwise. readyOnly keeps the READY ones.
@@ -126,6 +125,10 @@ func (a *Agent) applyPolicy(ctx context.Context, name string) error {
 		cached = append(cached, v.Version)
 	}
 	serve, missing := settings.VersionPolicy.Select(cached)
+	// A version on its way in over the air is served only once activated (agent/update).
+	if p := rec.State[cache.StatePending]; p != "" && p != rec.Active() {
+		serve = slices.DeleteFunc(serve, func(v string) bool { return v == p })
+	}
 	if len(missing) > 0 {
 		a.log.Warn("versions named by the policy are not cached", "model", name, "missing", missing)
 	}
@@ -192,22 +195,23 @@ func cacheSpecs(in []runtime.IOSpec) []cache.TensorSpec {
 	return out
 }
 
-// grpcRepository adapts the agent's repository to grpcapi.Repository.
-type grpcRepository struct{ a *Agent }
+// apiRepository adapts the agent's repository to the front ends'
+// Repository interfaces (grpcapi and httpapi).
+type apiRepository struct{ a *Agent }
 
-func (r grpcRepository) Index(ctx context.Context, readyOnly bool) ([]grpcapi.RepositoryEntry, error) {
-	es, err := r.a.RepositoryIndex(ctx, readyOnly)
-	out := make([]grpcapi.RepositoryEntry, len(es))
-	for i, e := range es {
-		out[i] = grpcapi.RepositoryEntry(e)
-	}
-	return out, err
+func (r apiRepository) Index(ctx context.Context, readyOnly bool) ([]models.RepositoryEntry, error) {
+	return r.a.RepositoryIndex(ctx, readyOnly)
 }
 
-func (r grpcRepository) Load(ctx context.Context, name, version string, model []byte) error {
-	return r.a.RepositoryLoad(ctx, name, LoadOptions{Model: model, Version: version, Source: "repository-api:grpc"})
+func (r apiRepository) Load(ctx context.Context, name, version string, model []byte) error {
+	return r.a.RepositoryLoad(ctx, name, LoadOptions{Model: model, Version: version, Source: "repository-api"})
 }
 
-func (r grpcRepository) Unload(ctx context.Context, name, version string) error {
+func (r apiRepository) Unload(ctx context.Context, name, version string) error {
 	return r.a.RepositoryUnload(ctx, name, version)
 }
+
+var (
+	_ grpcapi.Repository = apiRepository{}
+	_ httpapi.Repository = apiRepository{}
+)

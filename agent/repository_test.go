@@ -1,7 +1,13 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,4 +154,55 @@ func TestHotSwapUnderLoad(t *testing.T) {
 		t.Fatalf("index = %v", got)
 	}
 	t.Logf("%d requests, none failed, across 3 swaps", ok.Load())
+}
+
+func TestRepositoryOverREST(t *testing.T) {
+	r := startAgent(t, config.Config{}, map[string][]byte{"silero": testenv.Model(t, "silero_vad_op18_ifless.onnx")})
+	base := r.rest.Base
+	post := func(path, ctype string, body []byte) (int, string) {
+		t.Helper()
+		resp, err := http.Post(base+path, ctype, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	id := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	// The ONNX file as the body (what `edgefleet model import --agent` sends).
+	if code, body := post("/v2/repository/models/id/load?version=3", "application/octet-stream", id); code != 200 {
+		t.Fatalf("load octet-stream: %d %s", code, body)
+	}
+	// Triton's JSON form with base64 file content.
+	tj := fmt.Sprintf(`{"parameters":{"file:5/model.onnx":%q}}`, base64.StdEncoding.EncodeToString(id))
+	if code, body := post("/v2/repository/models/id/load", "application/json", []byte(tj)); code != 200 {
+		t.Fatalf("load JSON: %d %s", code, body)
+	}
+	code, body := post("/v2/repository/index", "application/json", []byte(`{}`))
+	if code != 200 || !strings.Contains(body, `{"name":"id","version":"5","state":"READY"}`) ||
+		!strings.Contains(body, `"name":"id","version":"3","state":"UNAVAILABLE"`) {
+		t.Fatalf("index: %d %s", code, body)
+	}
+	if code, body := post("/v2/repository/models/id/unload", "", nil); code != 200 {
+		t.Fatalf("unload: %d %s", code, body)
+	}
+	code, body = post("/v2/repository/index", "application/json", []byte(`{"ready":true}`))
+	if code != 200 || strings.Contains(body, `"id"`) || !strings.Contains(body, `"silero"`) {
+		t.Fatalf("ready index after unload: %d %s", code, body)
+	}
+	for _, tc := range []struct {
+		path, ctype, body string
+		want               int
+	}{
+		{"/v2/repository/models/nope/load", "", "", 404},
+		{"/v2/repository/models/x/load", "application/octet-stream", "garbage", 400},
+		{"/v2/repository/models/x/load", "application/json", `{"parameters":{"file:1/model.onnx":"%%%"}}`, 400},
+		{"/v2/repository/models/x/load", "application/json", `{`, 400},
+		{"/v2/repository/models/nope/unload", "", "", 404},
+	} {
+		if code, body := post(tc.path, tc.ctype, []byte(tc.body)); code != tc.want || !strings.Contains(body, `"error"`) {
+			t.Errorf("POST %s %q: %d %s, want %d with an error", tc.path, tc.body, code, body, tc.want)
+		}
+	}
 }

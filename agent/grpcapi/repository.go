@@ -12,15 +12,10 @@ import (
 	"github.com/edgefleet/edgefleet/agent/models"
 )
 
-// RepositoryEntry is one model version in a repository index.
-type RepositoryEntry struct {
-	Name, Version, State, Reason string
-}
-
 // Repository is the model repository extension's backend. Errors wrap the
 // models sentinels.
 type Repository interface {
-	Index(ctx context.Context, readyOnly bool) ([]RepositoryEntry, error)
+	Index(ctx context.Context, readyOnly bool) ([]models.RepositoryEntry, error)
 	// Load (re)loads a model; model, when non-nil, is imported first as version
 	// ("" = next).
 	Load(ctx context.Context, name, version string, model []byte) error

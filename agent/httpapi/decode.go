@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/edgefleet/edgefleet/agent/tensor"
 )
@@ -24,6 +25,8 @@ type inferRequest struct {
 	outputs []requestedOutput
 	// binaryOutput is the request-level binary_data_output parameter.
 	binaryOutput bool
+	// timeout is the request-level "timeout" parameter; 0 means none.
+	timeout time.Duration
 }
 
 // requestedOutput is one entry of the request's "outputs".
@@ -185,6 +188,15 @@ func decodeJSONRequest(b []byte) (*inferRequest, error) {
 					v, err := s.boolParam(nil, key)
 					req.binaryOutput = v
 					return err
+				case "timeout":
+					// Triton's per-request timeout, in microseconds.
+					n, err := s.scanNumber()
+					f, ok := n.float64()
+					if err != nil || !ok || n.neg || f > 1e15 {
+						return badRequest("request parameter \"timeout\" must be a non-negative number of microseconds")
+					}
+					req.timeout = time.Duration(f) * time.Microsecond
+					return nil
 				}
 				return s.skipValue(1)
 			})

@@ -40,8 +40,11 @@ const DefaultMaxBodyBytes = 64 << 20
 // Protocol is the protocol label the server records in metrics.
 const Protocol = "rest"
 
-// Header names of Triton's binary tensor data extension.
+// Header names of Triton's binary tensor data extension, and of the
+// request timeout (a Go duration, e.g. "250ms"; Triton's "timeout" request
+// parameter, in microseconds, works too).
 const (
+	HeaderTimeout               = "Request-Timeout"
 	HeaderInferenceHeaderLength = "Inference-Header-Content-Length"
 	extensionBinaryTensorData   = "binary_tensor_data"
 )
@@ -61,6 +64,9 @@ type Options struct {
 	// Triton writes (which strict JSON parsers such as JavaScript's
 	// JSON.parse reject). Requests are accepted in both forms either way.
 	NonFiniteAsStrings bool
+	// Repository serves the model repository extension
+	// (/v2/repository/...); nil answers those endpoints 404.
+	Repository Repository
 }
 
 // Server serves the Open Inference Protocol REST API. It is safe for
@@ -72,6 +78,7 @@ type Server struct {
 	maxBody int64
 	enc     encoder
 	mux     *http.ServeMux
+	repo    Repository
 }
 
 // New returns the REST front end for b.
@@ -83,6 +90,7 @@ func New(b Backend, opts Options) *Server {
 		maxBody: opts.MaxBodyBytes,
 		enc:     encoder{nonFiniteStrings: opts.NonFiniteAsStrings},
 		mux:     http.NewServeMux(),
+		repo:    opts.Repository,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -104,6 +112,9 @@ func New(b Backend, opts Options) *Server {
 		{"GET", "/v2/models/{model}/versions/{version}/ready", s.modelReady},
 		{"POST", "/v2/models/{model}/infer", s.infer},
 		{"POST", "/v2/models/{model}/versions/{version}/infer", s.infer},
+		{"POST", "/v2/repository/index", s.repositoryIndex},
+		{"POST", "/v2/repository/models/{model}/load", s.repositoryLoad},
+		{"POST", "/v2/repository/models/{model}/unload", s.repositoryUnload},
 	}
 	for _, rt := range routes {
 		s.mux.HandleFunc(rt.method+" "+rt.path, rt.h)
@@ -183,11 +194,6 @@ func modelRef(name, version string) string {
 func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	name, version := r.PathValue("model"), r.PathValue("version")
-	if s.metrics != nil {
-		g := s.metrics.InFlight.WithLabelValues(name, version)
-		g.Inc()
-		defer g.Dec()
-	}
 	res := s.serveInfer(w, r, name, version)
 	if res.err != nil {
 		if res.status >= 500 {
@@ -212,7 +218,6 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 	}
 	if !known {
 		// Unknown names must not create unbounded label values.
-		s.metrics.InFlight.DeleteLabelValues(name, version)
 		name, labelVersion = "", ""
 	}
 	s.metrics.ObserveRequest(name, labelVersion, Protocol, outcomeOf(res.status), time.Since(start))
@@ -257,7 +262,21 @@ func (s *Server) serveInfer(w http.ResponseWriter, r *http.Request, name, versio
 			mreq.Outputs[i] = o.name
 		}
 	}
-	resp, err := s.backend.Infer(r.Context(), name, version, &mreq)
+	ctx := r.Context()
+	timeout := req.timeout
+	if h := r.Header.Get(HeaderTimeout); h != "" {
+		d, err := time.ParseDuration(h)
+		if err != nil || d <= 0 {
+			return fail(badRequest("invalid %s header %q: want a duration such as 250ms", HeaderTimeout, h))
+		}
+		timeout = d
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	resp, err := s.backend.Infer(ctx, name, version, &mreq)
 	if err != nil {
 		res := fail(err)
 		res.known = res.status != http.StatusNotFound
@@ -367,8 +386,7 @@ func (s *Server) writeInferResponse(w http.ResponseWriter, req *inferRequest, re
 // readBody reads the request body into a pooled buffer, enforcing the size
 // limit and undoing a gzip or deflate Content-Encoding.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, pooled bool) (*[]byte, error) {
-	tooLarge := &requestError{status: http.StatusRequestEntityTooLarge,
-		msg: fmt.Sprintf("request body exceeds the limit of %d bytes", s.maxBody)}
+	tooLarge := s.tooLarge()
 	if r.ContentLength > s.maxBody {
 		return nil, tooLarge
 	}

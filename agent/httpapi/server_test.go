@@ -272,34 +272,39 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func TestInflightGaugeDuringRequest(t *testing.T) {
-	m := metrics.New(prometheus.NewRegistry())
-	b := &blockingBackend{echoBackend: &echoBackend{}, entered: make(chan struct{}), release: make(chan struct{})}
-	h := New(b, Options{Metrics: m})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		do(t, h, "POST", "/v2/models/echo/infer", []byte(simpleRequest), nil)
-	}()
-	<-b.entered
-	if got := testutil.ToFloat64(m.InFlight.WithLabelValues("echo", "")); got != 1 {
-		t.Errorf("inflight during request = %v, want 1", got)
-	}
-	close(b.release)
-	<-done
-	if got := testutil.ToFloat64(m.InFlight.WithLabelValues("echo", "")); got != 0 {
-		t.Errorf("inflight after request = %v, want 0", got)
+// TestRequestTimeout checks that the Request-Timeout header and Triton's
+// "timeout" parameter (µs) bound the backend call.
+func TestRequestTimeout(t *testing.T) {
+	h := New(&deadlineBackend{echoBackend: &echoBackend{}}, Options{})
+	withParam := `{"parameters":{"timeout":20000},"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}`
+	for _, tc := range []struct {
+		name   string
+		body   string
+		header map[string]string
+		status int
+	}{
+		{"header", simpleRequest, map[string]string{HeaderTimeout: "20ms"}, http.StatusGatewayTimeout},
+		{"parameter", withParam, nil, http.StatusGatewayTimeout},
+		{"bad header", simpleRequest, map[string]string{HeaderTimeout: "soon"}, http.StatusBadRequest},
+		{"negative parameter", strings.Replace(withParam, "20000", "-1", 1), nil, http.StatusBadRequest},
+		{"no timeout answers", simpleRequest, nil, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := do(t, h, "POST", "/v2/models/echo/infer", []byte(tc.body), tc.header); got.status != tc.status {
+				t.Errorf("status %d, want %d: %s", got.status, tc.status, got.body)
+			}
+		})
 	}
 }
 
-type blockingBackend struct {
-	*echoBackend
-	entered, release chan struct{}
-}
+// deadlineBackend waits for the request's deadline when it has one.
+type deadlineBackend struct{ *echoBackend }
 
-func (b *blockingBackend) Infer(ctx context.Context, name, version string, req *models.InferRequest) (*models.InferResponse, error) {
-	close(b.entered)
-	<-b.release
+func (b *deadlineBackend) Infer(ctx context.Context, name, version string, req *models.InferRequest) (*models.InferResponse, error) {
+	if _, ok := ctx.Deadline(); ok {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	return b.echoBackend.Infer(ctx, name, version, req)
 }
 

@@ -58,3 +58,9 @@ type InferResponse struct {
 	ID           string
 	Outputs      []tensor.Tensor
 }
+
+// RepositoryEntry is one model version in a model repository index, with
+// Triton's states (READY, UNAVAILABLE) and the reason for a state.
+type RepositoryEntry struct {
+	Name, Version, State, Reason string
+}
