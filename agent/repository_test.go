@@ -193,7 +193,7 @@ func TestRepositoryOverREST(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		path, ctype, body string
-		want               int
+		want              int
 	}{
 		{"/v2/repository/models/nope/load", "", "", 404},
 		{"/v2/repository/models/x/load", "application/octet-stream", "garbage", 400},
