@@ -26,6 +26,9 @@ type EmbeddedOptions struct {
 	// Addr is the TLS listen address, e.g. "127.0.0.1:8883" (port 0 picks
 	// one).
 	Addr string
+	// Listener, when set, is used instead of listening on Addr (TLS is
+	// layered on top).
+	Listener net.Listener
 	// TLS is the listener's configuration: server certificate, client CAs.
 	// ClientAuth is forced to tls.RequireAndVerifyClientCert.
 	TLS *tls.Config
@@ -69,10 +72,14 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		}
 		return verifyIdentity(opts.Check, &cs)
 	}
-	ln, err := tls.Listen("tcp", opts.Addr, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("broker: listen %s: %w", opts.Addr, err)
+	raw := opts.Listener
+	if raw == nil {
+		var err error
+		if raw, err = net.Listen("tcp", opts.Addr); err != nil {
+			return nil, fmt.Errorf("broker: listen %s: %w", opts.Addr, err)
+		}
 	}
+	ln := tls.NewListener(raw, cfg)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = opts.MaxPacketSize
 	if caps.MaximumPacketSize == 0 {

@@ -54,7 +54,9 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	svc := &Service{CA: c, Registry: reg, Tokens: toks,
-		Endpoints: func() Endpoints { return Endpoints{MQTTURL: "mqtts://127.0.0.1:8883", APIURL: "https://127.0.0.1:7443"} }}
+		Endpoints: func() Endpoints {
+			return Endpoints{MQTTURL: "mqtts://127.0.0.1:8883", APIURL: "https://127.0.0.1:7443"}
+		}}
 	return &fixture{svc: svc, ca: c, reg: reg, toks: toks, db: db}
 }
 
