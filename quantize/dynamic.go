@@ -111,6 +111,7 @@ type actQ struct{ q, scale, zp string }
 // graph rewrites g (and, recursively, its subgraphs) in place.
 func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, parent *graph.Scope) error {
 	ix := graph.NewIndexNames(g, d.names)
+	nm := newNamer(ix, d.opts)
 	scope := &graph.Scope{Ix: ix, Parent: parent}
 	acts := map[string]actQ{}
 	weights := map[string]*qweight{}
@@ -134,7 +135,7 @@ func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, pare
 			continue
 		}
 		name := nodeName(n, i)
-		rewritten, reason, err := d.node(scope, g, n, name, acts, weights)
+		rewritten, reason, err := d.node(scope, nm, g, n, name, acts, weights)
 		if err != nil {
 			return fmt.Errorf("node %q: %w", name, err)
 		}
@@ -151,9 +152,8 @@ func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, pare
 }
 
 // node returns the quantized replacement of n, or why it stays float.
-func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, acts map[string]actQ, weights map[string]*qweight) ([]*onnxpb.NodeProto, string, error) {
+func (d *dynamicQuantizer) node(scope *graph.Scope, nm *namer, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, acts map[string]actQ, weights map[string]*qweight) ([]*onnxpb.NodeProto, string, error) {
 	op := n.GetOpType()
-	ix := scope.Ix
 	if !d.opts.selected(name, op) {
 		return nil, "excluded by options", nil
 	}
@@ -203,7 +203,7 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 			axis = 0 // per output channel: no activation scale to share
 		}
 		var err error
-		qw, err = quantizeWeight(ix, g, n.Input[1], dims, wdata, d.opts.WeightType, d.opts.weightSymmetric(), d.opts.ReduceRange, axis)
+		qw, err = quantizeWeight(nm, g, n.Input[1], dims, wdata, d.opts.WeightType, d.opts.weightSymmetric(), d.opts.ReduceRange, axis)
 		if err != nil {
 			return nil, "", err
 		}
@@ -222,8 +222,9 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 		// com.microsoft DequantizeLinear.
 		var nodes []*onnxpb.NodeProto
 		if qw.Dequantized == "" {
-			qw.Dequantized = ix.Unique(n.Input[1] + "_DequantizeLinear_Output")
-			dq := graph.Node("DequantizeLinear", ix.Unique(n.Input[1]+"_DequantizeLinear"),
+			wb := nm.group(n.Input[1], "w")
+			qw.Dequantized = nm.value(wb, "_DequantizeLinear_Output", "_dq")
+			dq := graph.Node("DequantizeLinear", nm.node(wb, "_DequantizeLinear"),
 				[]string{qw.Q, qw.Scale, qw.ZP}, []string{qw.Dequantized}, graph.IntAttr("axis", 0))
 			dq.Domain = msDomain
 			nodes = append(nodes, dq)
@@ -236,27 +237,33 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 		return append(nodes, n), "", nil
 	}
 	if d.fused {
-		return fusedDynamic(scope, g, n, name, qw, beta), "", nil
+		return fusedDynamic(scope, nm, g, n, name, qw, beta), "", nil
 	}
 
 	var nodes []*onnxpb.NodeProto
 	a := n.Input[0]
 	aq, ok := acts[a]
 	if !ok {
-		aq = actQ{q: ix.Unique(a + "_quantized"), scale: ix.Unique(a + "_scale"), zp: ix.Unique(a + "_zero_point")}
+		ab := nm.group(a, "a")
+		aq = actQ{q: nm.value(ab, "_quantized", "_q"), scale: nm.value(ab, "_scale", "_s"), zp: nm.value(ab, "_zero_point", "_z")}
 		acts[a] = aq
-		nodes = append(nodes, graph.Node("DynamicQuantizeLinear", ix.Unique(a+"_QuantizeLinear"),
+		nodes = append(nodes, graph.Node("DynamicQuantizeLinear", nm.node(ab, "_QuantizeLinear"),
 			[]string{a}, []string{aq.q, aq.scale, aq.zp}))
 	}
 	out := n.Output[0]
-	base := name + "_quant"
-	intOut := ix.Unique(out + "_output_quantized")
-	castOut := ix.Unique(intOut + "_cast_output")
-	scalesOut := ix.Unique(base + "_scales_mul:0")
+	// onnxruntime derives these names from the output and the node name.
+	ob, base := out, name+"_quant"
+	if !d.opts.ORTNames {
+		ob = nm.group(out, "m")
+		base = ob
+	}
+	intOut := nm.value(ob, "_output_quantized", "_i")
+	castOut := nm.value(ob, "_output_quantized_cast_output", "_f")
+	scalesOut := nm.value(base, "_scales_mul:0", "_s")
 	final := out
 	var post []*onnxpb.NodeProto
 	if len(n.Input) > 2 && n.Input[2] != "" {
-		final = ix.Unique(out + "_before_bias")
+		final = nm.value(ob, "_before_bias", "_b")
 		c := n.Input[2]
 		switch {
 		case op == "Conv":
@@ -271,7 +278,7 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 			for j := 1; j < len(bdims); j++ {
 				bdims[j] = 1
 			}
-			c = ix.Unique(c + "_reshaped")
+			c = nm.value(nm.group(c, "c"), "_reshaped", "")
 			g.Initializer = append(g.Initializer, graph.FloatTensor(c, bdims, bdata))
 		case beta == 1:
 			// C is added as it is.
@@ -280,28 +287,34 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 				for j := range cdata {
 					cdata[j] *= beta
 				}
-				c = ix.Unique(c + "_beta")
+				c = nm.value(nm.group(c, "c"), "_beta", "")
 				g.Initializer = append(g.Initializer, graph.FloatTensor(c, ct.GetDims(), cdata))
 			} else {
-				betaName := ix.Unique(name + "_beta")
+				betaName := nm.value(base, "_beta", "_beta")
 				g.Initializer = append(g.Initializer, graph.FloatTensor(betaName, nil, []float32{beta}))
-				scaled := ix.Unique(c + "_times_beta")
-				nodes = append(nodes, graph.Node("Mul", ix.Unique(name+"_beta_mul"), []string{c, betaName}, []string{scaled}))
+				scaled := nm.value(base, "_times_beta", "_cb")
+				nodes = append(nodes, graph.Node("Mul", nm.node(base, "_beta_mul"), []string{c, betaName}, []string{scaled}))
 				c = scaled
 			}
 		}
-		post = append(post, graph.Node("Add", ix.Unique(base+"_bias_add"), []string{final, c}, []string{out}))
+		post = append(post, graph.Node("Add", nm.node(base, "_bias_add"), []string{final, c}, []string{out}))
 	}
-	intOp := graph.Node("MatMulInteger", ix.Unique(base), []string{aq.q, qw.Q, aq.zp, qw.ZP}, []string{intOut})
+	// The integer node keeps the original node's name (onnxruntime adds
+	// "_quant").
+	intName := name + "_quant"
+	if !d.opts.ORTNames {
+		intName = n.GetName()
+	}
+	intOp := graph.Node("MatMulInteger", intName, []string{aq.q, qw.Q, aq.zp, qw.ZP}, []string{intOut})
 	if op == "Conv" {
 		intOp.OpType = "ConvInteger"
 		intOp.Attribute = n.Attribute // auto_pad, dilations, group, kernel_shape, pads, strides
 	}
 	nodes = append(nodes,
 		intOp,
-		graph.Node("Cast", ix.Unique(intOut+"_cast"), []string{intOut}, []string{castOut}, graph.IntAttr("to", int64(graph.Float))),
-		graph.Node("Mul", ix.Unique(base+"_scales_mul"), []string{aq.scale, qw.Scale}, []string{scalesOut}),
-		graph.Node("Mul", ix.Unique(base+"_output_scale_mul"), []string{castOut, scalesOut}, []string{final}),
+		graph.Node("Cast", nm.node(intOut, "_cast"), []string{intOut}, []string{castOut}, graph.IntAttr("to", int64(graph.Float))),
+		graph.Node("Mul", nm.node(base, "_scales_mul"), []string{aq.scale, qw.Scale}, []string{scalesOut}),
+		graph.Node("Mul", nm.node(base, "_output_scale_mul"), []string{castOut, scalesOut}, []string{final}),
 	)
 	return append(nodes, post...), "", nil
 }
@@ -309,9 +322,12 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, g *onnxpb.GraphProto, n *onn
 // fusedDynamic returns the com.microsoft DynamicQuantizeMatMul form of the
 // MatMul or Gemm n with quantized weight qw: the bias goes into the fused
 // node when it is a constant vector, else into an Add after it.
-func fusedDynamic(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, qw *qweight, beta float32) []*onnxpb.NodeProto {
-	ix := scope.Ix
+func fusedDynamic(scope *graph.Scope, nm *namer, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, qw *qweight, beta float32) []*onnxpb.NodeProto {
 	out := n.Output[0]
+	base := name
+	if !nm.ort {
+		base = nm.group(out, "m")
+	}
 	inputs := []string{n.Input[0], qw.Q, qw.Scale, qw.ZP}
 	var pre, post []*onnxpb.NodeProto
 	final := out
@@ -323,22 +339,26 @@ func fusedDynamic(scope *graph.Scope, g *onnxpb.GraphProto, n *onnxpb.NodeProto,
 			for j := range bias {
 				bias[j] = cdata[min(j, len(cdata)-1)] * beta
 			}
-			bname := ix.Unique(c + "_bias")
+			bname := nm.value(base, "_bias", "_bias")
 			g.Initializer = append(g.Initializer, graph.FloatTensor(bname, []int64{qw.Cols}, bias))
 			inputs = append(inputs, bname)
 		} else {
-			final = ix.Unique(out + "_before_bias")
+			final = nm.value(base, "_before_bias", "_b")
 			if beta != 1 {
-				betaName := ix.Unique(name + "_beta")
+				betaName := nm.value(base, "_beta", "_beta")
 				g.Initializer = append(g.Initializer, graph.FloatTensor(betaName, nil, []float32{beta}))
-				scaled := ix.Unique(c + "_times_beta")
-				pre = append(pre, graph.Node("Mul", ix.Unique(name+"_beta_mul"), []string{c, betaName}, []string{scaled}))
+				scaled := nm.value(base, "_times_beta", "_cb")
+				pre = append(pre, graph.Node("Mul", nm.node(base, "_beta_mul"), []string{c, betaName}, []string{scaled}))
 				c = scaled
 			}
-			post = append(post, graph.Node("Add", ix.Unique(name+"_quant_bias_add"), []string{final, c}, []string{out}))
+			post = append(post, graph.Node("Add", nm.node(base, "_quant_bias_add"), []string{final, c}, []string{out}))
 		}
 	}
-	fusedNode := graph.Node("DynamicQuantizeMatMul", ix.Unique(name+"_quant"), inputs, []string{final})
+	fusedName := name + "_quant"
+	if !nm.ort {
+		fusedName = n.GetName()
+	}
+	fusedNode := graph.Node("DynamicQuantizeMatMul", fusedName, inputs, []string{final})
 	fusedNode.Domain = msDomain
 	return append(append(pre, fusedNode), post...)
 }

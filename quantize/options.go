@@ -132,6 +132,12 @@ type Options struct {
 	// Nodes, when not empty, restricts quantization to these node names.
 	Nodes []string
 
+	// ORTNames names the values and nodes a conversion adds as
+	// onnxruntime's tool does (x_QuantizeLinear_Output, w_scale, ...). By
+	// default they get short generated names (q12_s) and added nodes no
+	// names, which keeps small models small.
+	ORTNames bool
+
 	// StripNodeMetadata drops the nodes' metadata_props from the output
 	// (exporter debug information: torch.onnx stores stack traces there,
 	// which can outweigh an INT8 model's weights).

@@ -415,14 +415,15 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 
 // qparams names the scale and zero point of a quantized activation.
 type qparams struct {
-	scale, zp string
-	scaleVal  float32
+	base, scale, zp string
+	scaleVal        float32
 }
 
 // build rewrites qm (a clone of j.m) following p.
 func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, rep *Report) error {
 	g := qm.Graph
 	ix := graph.NewIndexNames(g, graph.ModelNames(qm))
+	nm := newNamer(ix, opts)
 	scope := &graph.Scope{Ix: ix}
 	actType := opts.ActivationType
 	aqmin, aqmax, err := quantmath.Range(actType, false, opts.ActivationSymmetric)
@@ -479,7 +480,7 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 				qt = Int8 // per-channel weights are int8 (QLinearConv needs one type)
 				sym = true
 			}
-			qw, err := quantizeWeight(ix, g, name, t.GetDims(), data, qt, sym, opts.ReduceRange, tp.axis)
+			qw, err := quantizeWeight(nm, g, name, t.GetDims(), data, qt, sym, opts.ReduceRange, tp.axis)
 			if err != nil {
 				return err
 			}
@@ -487,8 +488,8 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 				rep.Weights++
 			}
 			weightScales[name] = qw.Scales
-			out := ix.Unique(name + "_DequantizeLinear_Output")
-			dq := graph.Node("DequantizeLinear", ix.Unique(name+"_DequantizeLinear"), []string{qw.Q, qw.Scale, qw.ZP}, []string{out})
+			out := nm.value(name, "_DequantizeLinear_Output", "_dq")
+			dq := graph.Node("DequantizeLinear", nm.node(name, "_DequantizeLinear"), []string{qw.Q, qw.Scale, qw.ZP}, []string{out})
 			if tp.axis >= 0 {
 				dq.Attribute = append(dq.Attribute, graph.IntAttr("axis", int64(tp.axis)))
 			}
@@ -507,17 +508,25 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 				if err != nil {
 					return fmt.Errorf("tensor %q: %w", name, err)
 				}
-				qp = qparams{scale: ix.Unique(name + "_scale"), zp: ix.Unique(name + "_zero_point"), scaleVal: scale}
+				base := nm.group(name, "q")
+				qp = qparams{base: base, scale: nm.value(base, "_scale", "_s"), zp: nm.value(base, "_zero_point", "_z"), scaleVal: scale}
 				g.Initializer = append(g.Initializer,
 					graph.FloatTensor(qp.scale, nil, []float32{scale}),
 					graph.IntTensor(qp.zp, graph.Elem(actType), nil, []int32{zp}))
 			}
 			params[name] = qp
-			qIn, dqOut := name, ix.Unique(name+"_DequantizeLinear_Output")
+			base := name
+			if !opts.ORTNames {
+				base = qp.base
+				if tp.share != "" {
+					base = nm.group(name, "q")
+				}
+			}
+			qIn, dqOut := name, nm.value(base, "_DequantizeLinear_Output", "_dq")
 			if graphOutputs[name] {
 				// The graph output keeps its name: the producer writes
 				// name_QuantizeLinear_Input and the DequantizeLinear the output.
-				qIn = ix.Unique(name + "_QuantizeLinear_Input")
+				qIn = nm.value(base, "_QuantizeLinear_Input", "_in")
 				if prod := producerOf[name]; prod != nil {
 					for k, o := range prod.Output {
 						if o == name {
@@ -530,10 +539,10 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 			} else {
 				rename[name] = dqOut
 			}
-			qOut := ix.Unique(name + "_QuantizeLinear_Output")
+			qOut := nm.value(base, "_QuantizeLinear_Output", "_q")
 			nodes := []*onnxpb.NodeProto{
-				graph.Node("QuantizeLinear", ix.Unique(name+"_QuantizeLinear"), []string{qIn, qp.scale, qp.zp}, []string{qOut}),
-				graph.Node("DequantizeLinear", ix.Unique(name+"_DequantizeLinear"), []string{qOut, qp.scale, qp.zp}, []string{dqOut}),
+				graph.Node("QuantizeLinear", nm.node(base, "_QuantizeLinear"), []string{qIn, qp.scale, qp.zp}, []string{qOut}),
+				graph.Node("DequantizeLinear", nm.node(base, "_DequantizeLinear"), []string{qOut, qp.scale, qp.zp}, []string{dqOut}),
 			}
 			if producerOf[qIn] != nil {
 				after[qIn] = append(after[qIn], nodes...)
@@ -566,9 +575,10 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 		if err != nil {
 			return err
 		}
-		qn := ix.Unique(b.bias + "_quantized")
-		sn := ix.Unique(qn + "_scale")
-		zn := ix.Unique(qn + "_zero_point")
+		base := nm.group(b.bias, "b")
+		qn := nm.value(base, "_quantized", "_q")
+		sn := nm.value(base, "_quantized_scale", "_s")
+		zn := nm.value(base, "_quantized_zero_point", "_z")
 		var sdims []int64
 		zp := []int32{0}
 		if len(scales) > 1 {
@@ -579,8 +589,8 @@ func (j *staticJob) build(qm *onnxpb.ModelProto, p *staticPlan, opts Options, re
 			graph.IntTensor(qn, graph.Int32, t.GetDims(), q),
 			graph.FloatTensor(sn, sdims, scales),
 			graph.IntTensor(zn, graph.Int32, sdims, zp))
-		out := ix.Unique(b.bias + "_DequantizeLinear_Output")
-		dq := graph.Node("DequantizeLinear", ix.Unique(b.bias+"_DequantizeLinear"), []string{qn, sn, zn}, []string{out})
+		out := nm.value(base, "_DequantizeLinear_Output", "_dq")
+		dq := graph.Node("DequantizeLinear", nm.node(base, "_DequantizeLinear"), []string{qn, sn, zn}, []string{out})
 		if len(scales) > 1 {
 			dq.Attribute = append(dq.Attribute, graph.IntAttr("axis", 0))
 		}

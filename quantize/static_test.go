@@ -159,3 +159,73 @@ func TestStaticErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestNaming(t *testing.T) {
+	needRuntime(t)
+	r := rand.New(rand.NewPCG(13, 13))
+	fp32 := smallCNN(t, rand.New(rand.NewPCG(1, 1)), false)
+	calib := randBatches(r, 2, 4)
+	names := func(model []byte) (nodes, values map[string]bool) {
+		m, err := graph.Decode(model, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, values = map[string]bool{}, map[string]bool{}
+		for _, n := range m.Graph.Node {
+			nodes[n.Name] = true
+			for _, o := range n.Output {
+				values[o] = true
+			}
+		}
+		for _, i := range m.Graph.Initializer {
+			values[i.Name] = true
+		}
+		return nodes, values
+	}
+	for _, tc := range []struct {
+		name  string
+		quant func(Options) ([]byte, *Report, error)
+		ort   []string // values named as onnxruntime's tool names them
+	}{
+		{"static", func(o Options) ([]byte, *Report, error) { return Static(context.Background(), fp32, calib, o) },
+			[]string{"input_QuantizeLinear_Output", "input_DequantizeLinear_Output", "conv.w_quantized", "conv.w_scale", "r_scale", "r_zero_point"}},
+		{"dynamic", func(o Options) ([]byte, *Report, error) { return Dynamic(context.Background(), fp32, o) },
+			[]string{"input_quantized", "input_scale", "input_zero_point", "conv.w_quantized", "c_output_quantized"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ortModel, _, err := tc.quant(Options{ORTNames: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, values := names(ortModel)
+			for _, v := range tc.ort {
+				if !values[v] {
+					t.Errorf("ORTNames: no value %q", v)
+				}
+			}
+			compact, _, err := tc.quant(Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes, values := names(compact)
+			for _, v := range tc.ort {
+				if values[v] {
+					t.Errorf("compact names: value %q present", v)
+				}
+			}
+			for _, n := range []string{"conv", "fc"} {
+				if !nodes[n] {
+					t.Errorf("original node %q lost its name", n)
+				}
+			}
+			if len(compact) >= len(ortModel) {
+				t.Errorf("compact model %d bytes, ORT-named %d", len(compact), len(ortModel))
+			}
+			// Both run and agree exactly: names change nothing else.
+			in := randBatches(r, 1, 2)[0]
+			if d := maxAbsDiff(run(t, compact, in)[0], run(t, ortModel, in)[0]); d != 0 {
+				t.Errorf("outputs differ by %g", d)
+			}
+		})
+	}
+}

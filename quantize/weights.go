@@ -26,13 +26,13 @@ type qweight struct {
 
 // quantizeWeight quantizes the float tensor w (dims as given, data in data)
 // to type t and appends the initializers to g. axis < 0 quantizes per
-// tensor. base names the new initializers (base_quantized, base_scale,
-// base_zero_point, made unique through ix).
-func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []int64, data []float32, t Type, symmetric, reduceRange bool, axis int) (*qweight, error) {
+// tensor. name is the weight's name; nm names the new initializers.
+func quantizeWeight(nm *namer, g *onnxpb.GraphProto, name string, dims []int64, data []float32, t Type, symmetric, reduceRange bool, axis int) (*qweight, error) {
+	base := nm.group(name, "w")
 	qw := &qweight{
-		Q:     ix.Unique(base + "_quantized"),
-		Scale: ix.Unique(base + "_scale"),
-		ZP:    ix.Unique(base + "_zero_point"),
+		Q:     nm.value(base, "_quantized", "_q"),
+		Scale: nm.value(base, "_scale", "_s"),
+		ZP:    nm.value(base, "_zero_point", "_z"),
 		Axis:  axis,
 	}
 	if len(dims) > 0 {
@@ -42,7 +42,7 @@ func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []i
 	if axis < 0 {
 		p, q, err := quantmath.QuantizeData(data, t, symmetric, reduceRange, 0)
 		if err != nil {
-			return nil, fmt.Errorf("weight %q: %w", base, err)
+			return nil, fmt.Errorf("weight %q: %w", name, err)
 		}
 		qw.Scales = []float32{p.Scale}
 		g.Initializer = append(g.Initializer,
@@ -53,7 +53,7 @@ func quantizeWeight(ix *graph.Index, g *onnxpb.GraphProto, base string, dims []i
 	}
 	ps, q, err := quantmath.QuantizePerChannel(data, dims, axis, t, symmetric, reduceRange, 0)
 	if err != nil {
-		return nil, fmt.Errorf("weight %q: %w", base, err)
+		return nil, fmt.Errorf("weight %q: %w", name, err)
 	}
 	zps := make([]int32, len(ps))
 	qw.Scales = make([]float32, len(ps))
