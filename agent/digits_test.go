@@ -3,6 +3,9 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"encoding/binary"
 	"encoding/csv"
 	"math"
@@ -13,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
+	"github.com/edgefleet/edgefleet/agent/v2client"
 )
 
 // digitsSet is the held-out digits test set: labels and pixels scaled to 0..1.
@@ -121,5 +125,29 @@ func TestDigitsServedAccuracy(t *testing.T) {
 				t.Errorf("%s batched over %s: accuracy %.4f", tc.model, proto, acc)
 			}
 		}
+	}
+}
+
+// TestSampleRequest checks the request that `make run` and the README tell
+// people to send: the CNN must predict the digit its id names.
+func TestSampleRequest(t *testing.T) {
+	body := testenv.Fixture(t, "digits/sample-request.json")
+	r := startAgent(t, config.Config{}, map[string][]byte{"digits-cnn": testenv.Fixture(t, "digits/cnn.onnx")})
+	resp, err := http.Post(r.rest.InferURL("digits-cnn", ""), "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	got, err := v2client.DecodeResponse(b, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %s: %v", resp.StatusCode, b, err)
+	}
+	want, err := strconv.Atoi(strings.TrimPrefix(got.ID, "sample-label-"))
+	if err != nil {
+		t.Fatalf("id %q does not name the label", got.ID)
+	}
+	if p := argmax10(got.Outputs[0].Data, 0); p != want {
+		t.Fatalf("sample predicted %d, its label is %d", p, want)
 	}
 }

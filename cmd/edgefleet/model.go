@@ -1,9 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -31,11 +38,44 @@ func openCache(data string) (*cache.Cache, error) {
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return nil, err
 	}
-	return cache.Open(filepath.Join(data, agent.CacheFile), cache.Options{LockTimeout: 2 * time.Second})
+	c, err := cache.Open(filepath.Join(data, agent.CacheFile), cache.Options{LockTimeout: 2 * time.Second})
+	return c, lockedHint(err)
+}
+
+// lockedHint adds the way out to a locked-cache error.
+func lockedHint(err error) error {
+	if errors.Is(err, cache.ErrLocked) {
+		return fmt.Errorf("%w\nan agent is running on this data folder: pass --agent http://127.0.0.1:8080 to go through it", err)
+	}
+	return err
+}
+
+// importViaAgent sends the model to a running agent's repository API, which
+// writes it to the cache and loads it.
+func importViaAgent(ctx context.Context, agentURL, name, version string, b []byte) error {
+	u := strings.TrimRight(agentURL, "/") + "/v2/repository/models/" + url.PathEscape(name) + "/load"
+	if version != "" {
+		u += "?version=" + url.QueryEscape(version)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("contacting the agent: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("agent refused the model: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 func newModelImportCmd(g *globalFlags) *cobra.Command {
-	var data, name, version, ortLib string
+	var data, name, version, ortLib, agentURL string
 	cmd := &cobra.Command{
 		Use:     "import --data DIR --name NAME [--version N] FILE.onnx",
 		Short:   "Import an ONNX model file into the cache as a new version",
@@ -45,9 +85,19 @@ func newModelImportCmd(g *globalFlags) *cobra.Command {
 			if name == "" {
 				return fmt.Errorf("--name is required")
 			}
+			if (data == "") == (agentURL == "") {
+				return fmt.Errorf("give exactly one of --data DIR (agent stopped) or --agent URL (agent running)")
+			}
 			b, err := os.ReadFile(args[0])
 			if err != nil {
 				return err
+			}
+			if agentURL != "" {
+				if err := importViaAgent(cmd.Context(), agentURL, name, version, b); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "imported %s into the agent at %s and loaded it\n", name, agentURL)
+				return nil
 			}
 			if _, err := runtime.Init(ortLib); err != nil {
 				return err
@@ -76,6 +126,7 @@ func newModelImportCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "model name (required)")
 	cmd.Flags().StringVar(&version, "version", "", "version (default: the next integer)")
 	cmd.Flags().StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library")
+	cmd.Flags().StringVar(&agentURL, "agent", "", "import through a running agent's REST API (e.g. http://127.0.0.1:8080) instead of --data")
 	return cmd
 }
 
