@@ -3,6 +3,7 @@ package quantize
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,20 @@ type NodeSensitivity struct {
 	SQNR float64 `json:"sqnr_db"`
 	// Cosine is the cosine similarity of the outputs over all data.
 	Cosine float64 `json:"cosine"`
+}
+
+// MarshalJSON encodes an infinite SQNR (identical outputs) as null, which
+// encoding/json cannot represent otherwise.
+func (s NodeSensitivity) MarshalJSON() ([]byte, error) {
+	type plain NodeSensitivity
+	out := struct {
+		plain
+		SQNR *float64 `json:"sqnr_db"`
+	}{plain: plain(s)}
+	if !math.IsInf(s.SQNR, 0) && !math.IsNaN(s.SQNR) {
+		out.SQNR = &s.SQNR
+	}
+	return json.Marshal(out)
 }
 
 // Sensitivity runs the FP32 model and its quantized version (made by

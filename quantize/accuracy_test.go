@@ -2,9 +2,12 @@ package quantize
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -51,7 +54,8 @@ func TestSensitivity(t *testing.T) {
 					t.Errorf("node %s: SQNR %.1f dB, cosine %.4f", s.Node, s.SQNR, s.Cosine)
 				}
 			}
-			// An unquantized model has identical outputs: infinite SQNR.
+			// An unquantized model has identical outputs: infinite SQNR,
+			// encoded as null in JSON.
 			same, err := Sensitivity(context.Background(), fp32, fp32, calib, rep)
 			if err != nil {
 				t.Fatal(err)
@@ -60,6 +64,13 @@ func TestSensitivity(t *testing.T) {
 				if !math.IsInf(s.SQNR, 1) || s.Cosine < 1-1e-12 {
 					t.Errorf("fp32 against itself: %+v", s)
 				}
+			}
+			js, err := json.Marshal(append(same, sens[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(js), `"sqnr_db":null`) || !strings.Contains(string(js), fmt.Sprintf(`"sqnr_db":%v`, sens[0].SQNR)) {
+				t.Errorf("JSON %s", js)
 			}
 		})
 	}
