@@ -1,0 +1,302 @@
+package fleet_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/agent/fleet"
+	"github.com/edgefleet/edgefleet/hub"
+	"github.com/edgefleet/edgefleet/hub/enroll"
+	"github.com/edgefleet/edgefleet/ota/wire"
+)
+
+// These tests run the real hub in-process (the fleet package itself does
+// not import it; only its tests do).
+
+func startHub(t *testing.T) *hub.Hub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := hub.New(ctx, hub.Options{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", RegistryAddr: hub.Off})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return h
+}
+
+func token(t *testing.T, h *hub.Hub, opts enroll.TokenOptions) string {
+	t.Helper()
+	tok, _, err := h.CreateToken(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// applier records what it is asked to apply; failRev makes one revision
+// fail (the fault the tests inject).
+type applier struct {
+	mu      sync.Mutex
+	applied []int64
+	failRev int64
+}
+
+func (a *applier) Apply(_ context.Context, ds wire.DesiredState) (map[string]wire.ReportedModel, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.applied = append(a.applied, ds.Revision)
+	out := map[string]wire.ReportedModel{}
+	for name, m := range ds.Models {
+		out[name] = wire.ReportedModel{ActiveVersion: m.Version, ActiveDigest: m.Digest, State: wire.StateActive}
+	}
+	if ds.Revision == a.failRev {
+		return out, fmt.Errorf("golden vector mismatch in revision %d", ds.Revision)
+	}
+	return out, nil
+}
+
+func (a *applier) revisions() []int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int64(nil), a.applied...)
+}
+
+// agent is a running fleet client.
+type agent struct {
+	*fleet.Client
+	stop func()
+}
+
+func runAgent(t *testing.T, opts fleet.Options) *agent {
+	t.Helper()
+	opts.MinBackoff, opts.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = time.Second
+	}
+	c, err := fleet.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("fleet Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &agent{Client: c, stop: stop}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func model(v string) map[string]wire.DesiredModel {
+	return map[string]wire.DesiredModel{"digits": {Ref: "127.0.0.1:5000/models/digits:" + v, Version: v}}
+}
+
+func TestEnrollApplyRestartConverge(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t)
+	dir := t.TempDir()
+	app := &applier{}
+	tok := token(t, h, enroll.TokenOptions{Labels: map[string]string{"site": "berlin"}})
+	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: tok, DeviceID: "edge-1",
+		AgentVersion: "1.2.3", Applier: app, Hardware: wire.Hardware{Providers: []string{"cpu"}}})
+
+	eventually(t, "device online", func() bool {
+		d, err := h.Registry().Get(ctx, "edge-1")
+		return err == nil && d.IsOnline(time.Now()) && d.AgentVersion == "1.2.3" && d.HeartbeatSeconds == 1
+	})
+	d, _ := h.Registry().Get(ctx, "edge-1")
+	if d.Labels["site"] != "berlin" || d.Hardware.Cores == 0 || d.Hardware.Providers[0] != "cpu" || d.HeartbeatSeconds != 1 {
+		t.Fatalf("inventory %+v", d)
+	}
+
+	// Desired state reaches the running agent and is reported back.
+	if _, err := h.SetDesired(ctx, "edge-1", model("1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revision 1 applied and reported", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-1")
+		return d.AppliedRevision == 1 && d.Models["digits"].ActiveVersion == "1"
+	})
+	// The same models again: no new revision, nothing applied.
+	if ds, err := h.SetDesired(ctx, "edge-1", model("1")); err != nil || ds.Revision != 1 {
+		t.Fatalf("SetDesired same = %+v, %v", ds, err)
+	}
+
+	// Restart: no token needed, same identity, the retained revision 1 is
+	// a no-op.
+	a.stop()
+	eventually(t, "device offline after a clean stop", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-1")
+		return !d.Online
+	})
+	// Offline for "days": two revisions pile up; only the newest matters.
+	if _, err := h.SetDesired(ctx, "edge-1", model("2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.SetDesired(ctx, "edge-1", model("3")); err != nil {
+		t.Fatal(err)
+	}
+	a2 := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Applier: app, AgentVersion: "1.2.3"})
+	if id, ok := a2.Identity(); !ok || id.DeviceID != "edge-1" {
+		t.Fatalf("restarted agent identity %+v (re-enrolled?)", id)
+	}
+	eventually(t, "revision 3 applied after reconnecting", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-1")
+		return d.AppliedRevision == 3 && d.Models["digits"].ActiveVersion == "3"
+	})
+	if got := fmt.Sprint(app.revisions()); got != "[1 3]" {
+		t.Fatalf("applied revisions %s, want [1 3] (each once, skipping the superseded 2)", got)
+	}
+	if devs, _ := h.Registry().List(ctx, mustSelector(t, "")); len(devs) != 1 {
+		t.Fatalf("%d devices registered, want 1", len(devs))
+	}
+}
+
+func TestFailedRevisionNotRetried(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t)
+	dir := t.TempDir()
+	app := &applier{failRev: 1}
+	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-f", Applier: app})
+	eventually(t, "online", func() bool {
+		d, err := h.Registry().Get(ctx, "edge-f")
+		return err == nil && d.Online
+	})
+	if _, err := h.SetDesired(ctx, "edge-f", model("bad")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "failure reported", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-f")
+		return d.FailedRevision == 1 && strings.Contains(d.LastError, "golden vector")
+	})
+	// Reconnecting redelivers the retained revision 1: not applied again.
+	a.stop()
+	eventually(t, "offline", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-f")
+		return !d.Online
+	})
+	a = runAgent(t, fleet.Options{Dir: dir, Applier: app})
+	eventually(t, "reconnected and reported", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-f")
+		return d.Online && d.FailedRevision == 1
+	})
+	if _, err := h.SetDesired(ctx, "edge-f", model("good")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revision 2 applied", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-f")
+		return d.AppliedRevision == 2 && d.LastError == ""
+	})
+	if got := fmt.Sprint(app.revisions()); got != "[1 2]" {
+		t.Fatalf("applied revisions %s, want [1 2] (the failed one not retried)", got)
+	}
+	_ = a
+}
+
+func TestEnrollmentRefusals(t *testing.T) {
+	h := startHub(t)
+	used := token(t, h, enroll.TokenOptions{})
+	c, err := fleet.New(fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: used, Applier: &applier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Enroll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fresh := token(t, h, enroll.TokenOptions{})
+	secret, _, _ := wire.ParseToken(fresh)
+	otherHub := startHub(t)
+	tests := []struct {
+		name  string
+		token string
+		url   string
+		want  error
+	}{
+		{"reused token", used, h.APIURL(), fleet.ErrEnrollRefused},
+		{"wrong CA pin", wire.FormatToken(secret, otherHub.CAFingerprint()), h.APIURL(), fleet.ErrHubMismatch},
+		{"right pin, another hub", fresh, otherHub.APIURL(), fleet.ErrHubMismatch},
+		{"malformed token", "not-a-token", h.APIURL(), fleet.ErrEnrollRefused},
+		{"no token", "", h.APIURL(), fleet.ErrNotEnrolled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := fleet.New(fleet.Options{Dir: t.TempDir(), HubURL: tt.url, Token: tt.token, Applier: &applier{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Enroll(context.Background()); !errors.Is(err, tt.want) {
+				t.Fatalf("Enroll = %v, want %v", err, tt.want)
+			}
+			if _, ok := c.Identity(); ok {
+				t.Fatal("identity stored after a refused enrollment")
+			}
+		})
+	}
+	// The fresh token was not consumed by the mismatched attempts.
+	c, _ = fleet.New(fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: fresh, Applier: &applier{}})
+	if _, err := c.Enroll(context.Background()); err != nil {
+		t.Fatalf("fresh token after refused attempts: %v", err)
+	}
+}
+
+func TestRunRetriesUntilHubAppears(t *testing.T) {
+	// Nothing listens yet: Run keeps retrying enrollment until ctx ends,
+	// then returns nil.
+	c, err := fleet.New(fleet.Options{Dir: t.TempDir(), HubURL: "https://127.0.0.1:1",
+		Token: wire.FormatToken("AAAAAAAAAAAAAAAAAAAAAA", strings.Repeat("ab", 16)), Applier: &applier{},
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.Run(ctx); err != nil {
+		t.Fatalf("Run = %v, want nil after ctx ends", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		opts fleet.Options
+	}{
+		{"no dir", fleet.Options{Applier: &applier{}}},
+		{"no applier", fleet.Options{Dir: t.TempDir()}},
+		{"bad device id", fleet.Options{Dir: t.TempDir(), Applier: &applier{}, DeviceID: "a/b"}},
+	}
+	for _, tt := range tests {
+		if _, err := fleet.New(tt.opts); err == nil {
+			t.Errorf("%s: accepted", tt.name)
+		}
+	}
+}
