@@ -62,10 +62,20 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
 	done
 
-bench: deps build
+# The Node.js peer for the serving benchmark: onnxruntime-node from npm
+# (its linux-x64 binding ships in the package; --ignore-scripts skips downloads).
+$(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
+	mkdir -p $(DEPS)/nodepeer
+	cd $(DEPS)/nodepeer && echo '{"private":true}' > package.json && \
+	  npm install --ignore-scripts --no-audit --no-fund --silent onnxruntime-node@1.24.3
+
+bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,8,32 --out bench-results/serving-digits-cnn.md
-	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 --concurrency 1,8 --out bench-results/serving-ocr-rec.md
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,8,32 \
+	  --node-peer $(DEPS)/nodepeer/node_modules --swap-model agent/testdata/digits/transformer.onnx --cycles 100 \
+	  --out bench-results/serving-digits-cnn.md
+	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
+	  --concurrency 1,8 --node-peer $(DEPS)/nodepeer/node_modules --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/... ./ota/... ./quantize/... | tee bench-results/go-bench.txt
 
 clean:

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/cache"
+	"github.com/edgefleet/edgefleet/agent/grpcapi/inferencepb"
 	"github.com/edgefleet/edgefleet/agent/loadgen"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
@@ -154,10 +155,12 @@ func (p *agentProc) stop() {
 
 func newBenchServingCmd() *cobra.Command {
 	var (
-		modelPath, name, out string
-		shapes               []string
-		conc                 []int
-		dur                  time.Duration
+		modelPath, name, out   string
+		nodeModules, swapModel string
+		cycles                 int
+		shapes                 []string
+		conc                   []int
+		dur                    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serving",
@@ -239,6 +242,17 @@ func newBenchServingCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var nodePeers []nodePeer
+			if nodeModules != "" {
+				for _, workers := range []int{1, 2} {
+					np, err := startNodePeer(ctx, nodeModules, modelPath, name, workers, req)
+					if err != nil {
+						return err
+					}
+					defer np.stop()
+					nodePeers = append(nodePeers, np)
+				}
+			}
 			pr("# edgefleet serving benchmark\n\n")
 			pr("model `%s` (%s), inputs %s; onnxruntime %s, 1 intra-op thread; agent instances 2; %s per row; %s\n\n",
 				name, humanize.IBytes(uint64(len(model))), shapesOf(inputs), runtime.Version(), dur, time.Now().UTC().Format(time.RFC3339))
@@ -260,6 +274,19 @@ func newBenchServingCmd() *cobra.Command {
 				row(loadgen.Run(ctx, "agent gRPC (raw)", grpcRaw, opts))
 				row(loadgen.Run(ctx, "agent REST binary", restBin, opts))
 				row(loadgen.Run(ctx, "agent REST JSON", restJSON, opts))
+				for _, np := range nodePeers {
+					row(loadgen.Run(ctx, np.name, np.target, opts))
+				}
+			}
+			if swapModel != "" {
+				if err := benchSwap(ctx, pr, p, g, name, req, swapModel, dur); err != nil {
+					return err
+				}
+			}
+			if cycles > 0 {
+				if err := benchCycles(ctx, pr, p, g, swapModelOr(swapModel, modelPath), cycles); err != nil {
+					return err
+				}
 			}
 			pr("\n| footprint | value |\n|---|---|\n")
 			pr("| binary size | %s |\n", humanize.IBytes(uint64(st.Size())))
@@ -282,6 +309,9 @@ func newBenchServingCmd() *cobra.Command {
 	f.IntSliceVar(&conc, "concurrency", []int{1}, "concurrency levels")
 	f.DurationVar(&dur, "duration", 3*time.Second, "measured time per row")
 	f.StringVar(&out, "out", "", "also write the table to this file")
+	f.StringVar(&nodeModules, "node-peer", "", "node_modules folder with onnxruntime-node: also measure the Node.js peer server (1 process and a 2-worker cluster)")
+	f.StringVar(&swapModel, "swap-model", "", "measure p99 while this model is loaded and unloaded in a loop")
+	f.IntVar(&cycles, "cycles", 0, "load/unload cycles of --swap-model (or --model) for the RSS growth row")
 	return cmd
 }
 
@@ -359,4 +389,131 @@ func newBenchLoadCmd() *cobra.Command {
 	f.IntVarP(&conc, "concurrency", "c", 1, "concurrent requests")
 	f.DurationVarP(&dur, "duration", "d", 5*time.Second, "measured duration")
 	return cmd
+}
+
+func swapModelOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// nodePeer is the Node.js onnxruntime-node server (agent/loadgen/nodepeer).
+type nodePeer struct {
+	name   string
+	cmd    *exec.Cmd
+	target loadgen.Target
+}
+
+func (n nodePeer) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	_ = n.cmd.Wait()
+}
+
+func startNodePeer(ctx context.Context, nodeModules, model, name string, workers int, req *models.InferRequest) (nodePeer, error) {
+	script := filepath.Join("agent", "loadgen", "nodepeer", "server.js")
+	addr := freePort()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.CommandContext(ctx, "node", script, model, name, port, strconv.Itoa(workers))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+nodeModules)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nodePeer{}, fmt.Errorf("starting the Node.js peer: %w", err)
+	}
+	np := nodePeer{name: fmt.Sprintf("Node.js peer REST JSON (%d proc)", workers), cmd: cmd}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/v2/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			np.stop()
+			return nodePeer{}, fmt.Errorf("the Node.js peer did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t, err := loadgen.RESTTarget(v2client.NewREST("http://"+addr, nil), name, "", req, false)
+	np.target = t
+	return np, err
+}
+
+// benchSwap measures p99 of the served model with and without another model
+// being loaded and unloaded in a loop through the repository API.
+func benchSwap(ctx context.Context, pr func(string, ...any), p *agentProc, g *v2client.GRPC, name string, req *models.InferRequest, swapModel string, dur time.Duration) error {
+	b, err := os.ReadFile(swapModel)
+	if err != nil {
+		return err
+	}
+	target, err := loadgen.GRPCTarget(g, name, "", req, true)
+	if err != nil {
+		return err
+	}
+	opts := loadgen.Options{Concurrency: 1, Duration: dur, Warmup: 50}
+	steady := loadgen.Run(ctx, "steady", target, opts)
+	// Import once, then load/unload from the cache in a loop.
+	load := &inferencepb.RepositoryModelLoadRequest{ModelName: "swap", Parameters: map[string]*inferencepb.ModelRepositoryParameter{
+		"file:1/model.onnx": {ParameterChoice: &inferencepb.ModelRepositoryParameter_BytesParam{BytesParam: b}}}}
+	if _, err := g.Client.RepositoryModelLoad(ctx, load); err != nil {
+		return fmt.Errorf("loading the swap model: %w", err)
+	}
+	swapCtx, stop := context.WithCancel(ctx)
+	swaps := 0
+	done := make(chan error, 1)
+	go func() {
+		for swapCtx.Err() == nil {
+			if _, err := g.Client.RepositoryModelUnload(ctx, &inferencepb.RepositoryModelUnloadRequest{ModelName: "swap"}); err != nil {
+				done <- err
+				return
+			}
+			if _, err := g.Client.RepositoryModelLoad(ctx, &inferencepb.RepositoryModelLoadRequest{ModelName: "swap"}); err != nil {
+				done <- err
+				return
+			}
+			swaps++
+		}
+		done <- nil
+	}()
+	during := loadgen.Run(ctx, "during swaps", target, opts)
+	stop()
+	if err := <-done; err != nil {
+		return fmt.Errorf("swap loop: %w", err)
+	}
+	pr("\n| p99 of `%s` (gRPC, c=1) | p50 | p99 | errors |\n|---|---|---|---|\n", name)
+	pr("| steady | %s | %s | %d |\n", us(steady.P50), us(steady.P99), steady.Errors)
+	pr("| while `%s` is loaded and unloaded in a loop (%d cycles) | %s | %s | %d |\n", filepath.Base(swapModel), swaps, us(during.P50), us(during.P99), during.Errors)
+	pr("| ratio p99 during / steady | | %.2f | |\n", float64(during.P99)/float64(max(steady.P99, 1)))
+	return nil
+}
+
+// benchCycles loads and unloads a model n times and reports RSS growth.
+func benchCycles(ctx context.Context, pr func(string, ...any), p *agentProc, g *v2client.GRPC, model string, n int) error {
+	b, err := os.ReadFile(model)
+	if err != nil {
+		return err
+	}
+	var first, last int64
+	for i := range n {
+		req := &inferencepb.RepositoryModelLoadRequest{ModelName: "cycle"}
+		if i == 0 {
+			req.Parameters = map[string]*inferencepb.ModelRepositoryParameter{
+				"file:1/model.onnx": {ParameterChoice: &inferencepb.ModelRepositoryParameter_BytesParam{BytesParam: b}}}
+		}
+		if _, err := g.Client.RepositoryModelLoad(ctx, req); err != nil {
+			return err
+		}
+		if _, err := g.Client.RepositoryModelUnload(ctx, &inferencepb.RepositoryModelUnloadRequest{ModelName: "cycle"}); err != nil {
+			return err
+		}
+		if i == 0 {
+			first = p.rss()
+		}
+	}
+	last = p.rss()
+	pr("\n| load/unload cycles of `%s` | RSS |\n|---|---|\n", filepath.Base(model))
+	pr("| after cycle 1 | %s |\n| after cycle %d | %s |\n| growth | %+.1f%% |\n", humanize.IBytes(uint64(first)), n,
+		humanize.IBytes(uint64(last)), 100*(float64(last)/float64(first)-1))
+	return nil
 }
