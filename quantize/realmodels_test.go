@@ -22,63 +22,6 @@ func realModel(t *testing.T, name string) []byte {
 	return b
 }
 
-// TestDynamicPaddleOCRRec quantizes PaddleOCR v4 rec (opset 9, weights in
-// Constant nodes) and runs it next to FP32 on a synthetic text-line image.
-func TestDynamicPaddleOCRRec(t *testing.T) {
-	needRuntime(t)
-	fp32 := realModel(t, "ch_PP-OCRv4_rec_infer.onnx")
-	q, rep, err := Dynamic(context.Background(), fp32, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%v; warnings %v", rep, rep.Warnings)
-	if rep.OpsetAfter != rep.OpsetBefore {
-		t.Errorf("opset changed %d -> %d", rep.OpsetBefore, rep.OpsetAfter)
-	}
-	if rep.SizeRatio() > 0.30 {
-		t.Errorf("INT8 model is %.1f%% of FP32, want <= 30%%", 100*rep.SizeRatio())
-	}
-	// A light background with dark glyph-like strokes, normalised as
-	// PaddleOCR does ((x/255 - 0.5) / 0.5).
-	const h, w = 48, 320
-	img := make([]float32, 3*h*w)
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			v := float32(0.9)
-			if y > 10 && y < 38 && (x/6)%3 == 0 && x%40 < 30 {
-				v = 0.1
-			}
-			for c := 0; c < 3; c++ {
-				img[c*h*w+y*w+x] = (v - 0.5) / 0.5
-			}
-		}
-	}
-	in := Batch{{Name: "x", Shape: []int64{1, 3, h, w}, Data: img}}
-	want, got := run(t, fp32, in)[0], run(t, q, in)[0]
-	const classes = 6625
-	// The synthetic strokes are no text, so many frames are ambiguous; the
-	// frames FP32 is sure about (top probability >= 0.9) must agree. (CER
-	// on rendered text lines is measured by the benchmark.)
-	frames := len(want) / classes
-	agree, sure, sureAgree := 0, 0, 0
-	for f := 0; f < frames; f++ {
-		a, b := argmax(want[f*classes:(f+1)*classes]), argmax(got[f*classes:(f+1)*classes])
-		if a == b {
-			agree++
-		}
-		if want[f*classes+a] >= 0.9 {
-			sure++
-			if a == b {
-				sureAgree++
-			}
-		}
-	}
-	t.Logf("CTC frames agreeing: %d/%d, confident ones %d/%d", agree, frames, sureAgree, sure)
-	if sure == 0 || sureAgree != sure {
-		t.Fatalf("%d of %d confident CTC frames agree with FP32", sureAgree, sure)
-	}
-}
-
 // TestDynamicSileroVAD quantizes Silero VAD (weights used inside If
 // branches) and runs it on a synthetic voiced signal, chunk by chunk with
 // its recurrent state, next to FP32.
