@@ -12,7 +12,6 @@ import (
 
 	"github.com/edgefleet/edgefleet/quantize/internal/graph"
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
-	"github.com/edgefleet/edgefleet/quantize/quantmath"
 )
 
 // NodeSensitivity measures how far one quantized node's output drifts from
@@ -428,6 +427,3 @@ func AccuracyControl(ctx context.Context, model []byte, opts Options, ac Accurac
 	}
 	return res, nil
 }
-
-// SQNR is re-exported for evaluators comparing outputs.
-func SQNR(ref, got []float32) float64 { return quantmath.SQNR(ref, got) }
