@@ -65,6 +65,8 @@ type Config struct {
 	Defaults models.Settings `yaml:"defaults"`
 	// Models holds per-model settings, merged over Defaults.
 	Models map[string]models.Settings `yaml:"models"`
+	// Update configures over-the-air model updates; see Update.
+	Update Update `yaml:"update"`
 }
 
 // ByteSize is a size in bytes that YAML may write as a number or as "64MiB", "2GB".
@@ -153,6 +155,9 @@ func (c Config) Validate() error {
 		if err := s.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("models.%s: %w", name, err))
 		}
+	}
+	if err := c.Update.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
