@@ -105,7 +105,9 @@ func TestUpdateRefused(t *testing.T) {
 	}{
 		{"golden mismatch", func() string { return pushAs("golden", scale3, describe(scale2, update.DescribeOptions{})) },
 			"golden vector mismatch", true},
-		{"no golden vector", func() string { return pushAs("nogolden", scale3, describe(scale3, update.DescribeOptions{NoGolden: true})) },
+		{"no golden vector", func() string {
+			return pushAs("nogolden", scale3, describe(scale3, update.DescribeOptions{NoGolden: true}))
+		},
 			"no golden test vector", true},
 		{"model does not match config", func() string {
 			cfg := describe(scale3, update.DescribeOptions{})

@@ -153,11 +153,11 @@ type Updater struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // resumed updates and watches
 
-	mu      sync.Mutex             // guards busy, watches, resumes, rewatch
-	busy    map[string]bool        // models with an update or rollback running
-	watches map[string]*watchRun   // model → running watch
-	resumes []resume               // found by Recover, started by Start
-	rewatch []rewatch              // watches found by Recover, started by Start
+	mu      sync.Mutex           // guards busy, watches, resumes, rewatch
+	busy    map[string]bool      // models with an update or rollback running
+	watches map[string]*watchRun // model → running watch
+	resumes []resume             // found by Recover, started by Start
+	rewatch []rewatch            // watches found by Recover, started by Start
 	started bool
 }
 

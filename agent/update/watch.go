@@ -85,9 +85,9 @@ func p99(lat []int64) time.Duration {
 
 // observer holds the stats of every model version served since start.
 type observer struct {
-	mu       sync.RWMutex              // guards versions, defaults, watched
-	versions map[string]*stats         // "model\x00version"
-	defaults map[string]string         // model → default version, for errors of requests without a version
+	mu       sync.RWMutex               // guards versions, defaults, watched
+	versions map[string]*stats          // "model\x00version"
+	defaults map[string]string          // model → default version, for errors of requests without a version
 	watched  map[string]chan<- struct{} // "model\x00version" under watch → its wake-up channel
 }
 
