@@ -32,7 +32,7 @@ $(DEPS)/.stamp: deploy/deps/npm.lock deploy/deps/fetch.sh
 # Debian packages the tests use (servers are started by the tests themselves).
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  need=""; for p in npm mosquitto docker-registry; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  need=""; for p in npm mosquitto docker-registry libonnx-testdata; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
 	fi
 
