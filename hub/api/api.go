@@ -78,6 +78,8 @@ type Server struct {
 	cfg Config
 	mux *http.ServeMux
 	log *slog.Logger
+	// patterns lists the routes ("METHOD /path"), for the OpenAPI check.
+	patterns []string
 }
 
 // New builds the API handler.
@@ -89,22 +91,28 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.mux.HandleFunc("GET /v1/health", s.health)
+	s.handle("GET /v1/health", http.HandlerFunc(s.health))
 	if cfg.Enroll != nil {
-		s.mux.Handle("POST "+wire.EnrollPath, cfg.Enroll)
+		s.handle("POST "+wire.EnrollPath, cfg.Enroll)
 	}
-	s.mux.HandleFunc("GET /v1/devices", s.admin(s.listDevices))
-	s.mux.HandleFunc("GET /v1/devices/{id}", s.admin(s.getDevice))
-	s.mux.HandleFunc("PUT /v1/devices/{id}/labels", s.admin(s.putLabels))
-	s.mux.HandleFunc("POST /v1/devices/{id}/revoke", s.admin(s.revoke))
-	s.mux.HandleFunc("GET /v1/devices/{id}/desired", s.admin(s.getDesired))
-	s.mux.HandleFunc("PUT /v1/devices/{id}/desired", s.admin(s.putDesired))
-	s.mux.HandleFunc("POST /v1/tokens", s.admin(s.createToken))
-	s.mux.HandleFunc("GET /v1/self", s.device(s.self))
-	s.mux.HandleFunc("GET /v1/self/desired", s.device(s.selfDesired))
+	s.handle("GET /v1/devices", s.admin(s.listDevices))
+	s.handle("GET /v1/devices/{id}", s.admin(s.getDevice))
+	s.handle("PUT /v1/devices/{id}/labels", s.admin(s.putLabels))
+	s.handle("POST /v1/devices/{id}/revoke", s.admin(s.revoke))
+	s.handle("GET /v1/devices/{id}/desired", s.admin(s.getDesired))
+	s.handle("PUT /v1/devices/{id}/desired", s.admin(s.putDesired))
+	s.handle("POST /v1/tokens", s.admin(s.createToken))
+	s.handle("GET /v1/self", s.device(s.self))
+	s.handle("GET /v1/self/desired", s.device(s.selfDesired))
 	return s
 }
 
+func (s *Server) handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.patterns = append(s.patterns, pattern)
+}
+
+// ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // DeviceView is a device as the API shows it: the registry record with
