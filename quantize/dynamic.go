@@ -155,7 +155,7 @@ func (d *dynamicQuantizer) graph(ctx context.Context, g *onnxpb.GraphProto, pare
 func (d *dynamicQuantizer) node(scope *graph.Scope, nm *namer, g *onnxpb.GraphProto, n *onnxpb.NodeProto, name string, acts map[string]actQ, weights map[string]*qweight) ([]*onnxpb.NodeProto, string, error) {
 	op := n.GetOpType()
 	if !d.opts.selected(name, op) {
-		return nil, "excluded by options", nil
+		return nil, skipExcluded, nil
 	}
 	if len(n.Input) < 2 || len(n.Output) != 1 {
 		return nil, "unexpected arity", nil

@@ -108,7 +108,7 @@ func (c *fp16Converter) convert(ctx context.Context, block []string, rep *Report
 		case slices.Contains(block, n.GetOpType()):
 			rep.Skipped = append(rep.Skipped, Skip{Name: name, OpType: n.GetOpType(), Reason: "in the FP16 block list"})
 		case !c.opts.selected(name, n.GetOpType()):
-			rep.Skipped = append(rep.Skipped, Skip{Name: name, OpType: n.GetOpType(), Reason: "excluded by options"})
+			rep.Skipped = append(rep.Skipped, Skip{Name: name, OpType: n.GetOpType(), Reason: skipExcluded})
 		default:
 			half[i] = true
 		}

@@ -64,6 +64,11 @@ type Skip struct {
 type CalibrationInfo struct {
 	Method  string `json:"method"`
 	Batches int    `json:"batches"`
+	// Samples counts the calibration samples (the leading dimension of
+	// each batch's first tensor, 1 for a scalar).
+	Samples int `json:"samples,omitempty"`
+	// Percentile is the Percentile method's percentile; 0 for the others.
+	Percentile float64 `json:"percentile,omitempty"`
 	// Ranges maps each calibrated tensor to the [min, max] range used.
 	Ranges map[string][2]float32 `json:"ranges"`
 }

@@ -200,7 +200,7 @@ func (j *staticJob) plan(opts Options, perChannel bool) *staticPlan {
 			continue
 		}
 		if !opts.selected(name, op) {
-			p.skipped = append(p.skipped, Skip{Name: name, OpType: op, Reason: "excluded by options"})
+			p.skipped = append(p.skipped, Skip{Name: name, OpType: op, Reason: skipExcluded})
 			continue
 		}
 		done := true
@@ -394,7 +394,10 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 			j.ranges[k] = v
 		}
 	}
-	rep.Calibration = &CalibrationInfo{Method: opts.Calibration.String(), Batches: len(j.batches), Ranges: map[string][2]float32{}}
+	rep.Calibration = &CalibrationInfo{Method: opts.Calibration.String(), Batches: len(j.batches), Samples: samples(j.batches), Ranges: map[string][2]float32{}}
+	if opts.Calibration == Percentile {
+		rep.Calibration.Percentile = opts.Percentile
+	}
 	for _, name := range p.activationTensors() {
 		rep.Calibration.Ranges[name] = j.ranges[name]
 	}
