@@ -300,3 +300,75 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// startHubAt runs a hub on a data folder and fixed addresses (to restart
+// one where its agents expect it).
+func startHubAt(t *testing.T, dir, api, mqtt string) (*hub.Hub, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := hub.New(ctx, hub.Options{DataDir: dir, APIAddr: api, MQTTAddr: mqtt, RegistryAddr: hub.Off})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return h, stop
+}
+
+func TestReconnectAcrossHubRestarts(t *testing.T) {
+	ctx := context.Background()
+	hubDir := t.TempDir()
+	h, stop := startHubAt(t, hubDir, "127.0.0.1:0", "127.0.0.1:0")
+	apiAddr := strings.TrimPrefix(h.APIURL(), "https://")
+	mqttAddr := strings.TrimPrefix(h.MQTTURL(), "mqtts://")
+	app := &applier{}
+	dir := t.TempDir()
+	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-r", Applier: app})
+	online := func(h *hub.Hub) func() bool {
+		return func() bool {
+			d, err := h.Registry().Get(ctx, "edge-r")
+			return err == nil && d.Online
+		}
+	}
+	eventually(t, "online", online(h))
+
+	// Phase 1: the hub goes away under a connected agent; paho's
+	// automatic reconnection brings it back to the restarted hub.
+	stop()
+	h, stop = startHubAt(t, hubDir, apiAddr, mqttAddr)
+	if _, err := h.SetDesired(ctx, "edge-r", model("1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revision 1 applied after the hub restarted", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-r")
+		return d.AppliedRevision == 1 && d.Online
+	})
+
+	// Phase 2: the agent starts while the hub is down; its own backoff
+	// loop connects once the hub is back.
+	stop()
+	a.stop()
+	a = runAgent(t, fleet.Options{Dir: dir, Applier: app})
+	h, _ = startHubAt(t, hubDir, apiAddr, mqttAddr)
+	if _, err := h.SetDesired(ctx, "edge-r", model("2")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revision 2 applied", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-r")
+		return d.AppliedRevision == 2
+	})
+	if got := fmt.Sprint(app.revisions()); got != "[1 2]" {
+		t.Fatalf("applied %s, want [1 2]", got)
+	}
+}
