@@ -71,7 +71,8 @@ type Watch struct {
 	// 1 disables the check.
 	MaxNonFiniteRate float64 `yaml:"max_nonfinite_rate"`
 	// MaxP99Ratio is the largest tolerated ratio of the new version's p99
-	// latency to the previous version's; zero means DefaultMaxP99Ratio,
+	// latency to the previous version's, judged once both have at least 100
+	// (and MinRequests) recent requests; zero means DefaultMaxP99Ratio,
 	// negative disables the check.
 	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
 	// AllowFallback tolerates the new version falling back from a GPU

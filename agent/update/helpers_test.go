@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -170,6 +169,12 @@ func (rs *registryServer) set(f func(rs *registryServer)) {
 // digest reference.
 func push(t testing.TB, rs *registryServer, name, version string, model []byte, edit func(*artifact.Config)) string {
 	t.Helper()
+	return pushTag(t, rs, name, version, version, model, edit)
+}
+
+// pushTag is push under a tag other than the version.
+func pushTag(t testing.TB, rs *registryServer, name, tag, version string, model []byte, edit func(*artifact.Config)) string {
+	t.Helper()
 	testenv.InitORT(t)
 	cfg, err := update.Describe(model, update.DescribeOptions{Name: name, Version: version, Seed: 7})
 	if err != nil {
@@ -178,7 +183,7 @@ func push(t testing.TB, rs *registryServer, name, version string, model []byte, 
 	if edit != nil {
 		edit(cfg)
 	}
-	d, err := ota.Push(context.Background(), rs.host+"/models/"+name+":"+version,
+	d, err := ota.Push(context.Background(), rs.host+"/models/"+name+":"+tag,
 		ota.Artifact{Config: *cfg, Model: ota.BytesFile(name+".onnx", model)})
 	if err != nil {
 		t.Fatalf("push %s:%s: %v", name, version, err)
@@ -329,5 +334,3 @@ func mustUpdate(t testing.TB, r *running, model, ref string, o update.UpdateOpti
 	}
 	return res
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }

@@ -41,6 +41,10 @@ func (o *Observed) Infer(ctx context.Context, name, version string, req *models.
 // ringSize is how many recent latencies a version keeps for its p99.
 const ringSize = 1024
 
+// minLatencySamples is the fewest latencies on each side for a p99
+// comparison: with fewer, a p99 is a single cold-start outlier.
+const minLatencySamples = 100
+
 // stats are one model version's live counters. Latencies go to a ring of the
 // most recent ringSize requests.
 type stats struct {
@@ -267,7 +271,8 @@ func evaluate(th config.Watch, h health) string {
 			return fmt.Sprintf("error rate %.2f%% (%d of %d requests), limit %.2f%%", 100*rate, c.Errors, c.Requests, 100*th.MaxErrorRate)
 		}
 	}
-	if th.MaxP99Ratio > 0 && c.Samples >= th.MinRequests && h.base.Samples >= th.MinRequests && h.base.P99 > 0 {
+	need := max(th.MinRequests, minLatencySamples)
+	if th.MaxP99Ratio > 0 && c.Samples >= need && h.base.Samples >= need && h.base.P99 > 0 {
 		if ratio := float64(c.P99) / float64(h.base.P99); ratio > th.MaxP99Ratio {
 			return fmt.Sprintf("p99 latency %v is %.1f× the previous version's %v (limit %.1f×)", c.P99, ratio, h.base.P99, th.MaxP99Ratio)
 		}
