@@ -56,7 +56,8 @@
 //
 // Versions installed over the air carry their digest reference, manifest
 // digest and config blob in their cache record's Meta (ota_ref,
-// ota_manifest, ota_config).
+// ota_manifest, ota_config); versions pulled by Fetch carry ota_pulled
+// instead of ota_manifest.
 //
 // # Concurrency
 //

@@ -388,7 +388,7 @@ func (u *Updater) rollback(ctx context.Context, model, expect, reason string, ba
 	}
 	var curDigest string
 	if rec, err := u.cache.Version(model, cur); err == nil {
-		curDigest = rec.Meta[metaManifest]
+		curDigest = manifestOf(rec)
 	}
 	log := u.log.With("model", model, "from", cur, "to", prev)
 	kv := map[string]string{cache.StateActive: prev, cache.StatePrevious: cur, keyActiveRef: prevRec.Meta[metaRef],
@@ -432,7 +432,7 @@ func (u *Updater) rollback(ctx context.Context, model, expect, reason string, ba
 		}
 	}
 	log.Warn("rolled back", "reason", reason)
-	res := &Result{Model: model, Version: prev, Ref: prevRec.Meta[metaRef], Digest: prevRec.Meta[metaManifest],
+	res := &Result{Model: model, Version: prev, Ref: prevRec.Meta[metaRef], Digest: manifestOf(prevRec),
 		State: ResultRolledBack, Reason: reason}
 	if !bad {
 		res.Previous = cur

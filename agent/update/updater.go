@@ -91,6 +91,7 @@ const (
 
 	metaRef      = "ota_ref"
 	metaManifest = "ota_manifest"
+	metaPulled   = "ota_pulled"
 	metaConfig   = "ota_config"
 )
 
@@ -439,7 +440,7 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 
 	// Download the model layer into the cache (resumable, verified).
 	u.step(model, "downloading")
-	if err := u.fetch(ctx, repo, res, hookSink{Cache: u.cache, step: func() { u.step(model, "chunk") }}); err != nil {
+	if err := fetchModel(ctx, u.cache, repo, res, hookSink{Cache: u.cache, step: func() { u.step(model, "chunk") }}); err != nil {
 		if errors.Is(err, ota.ErrDigestMismatch) || errors.Is(err, ota.ErrTooLarge) || errors.Is(err, ota.ErrMediaType) {
 			return nil, refused(j, "%v", err)
 		}
@@ -450,9 +451,7 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 	u.serving.Lock()
 	defer u.serving.Unlock()
 	if existing.Version == "" {
-		rec := cache.VersionRecord{Digest: modelDigest, Source: j.ref, Inputs: cacheSpecs(cfg.Inputs), Outputs: cacheSpecs(cfg.Outputs),
-			Meta: map[string]string{metaRef: j.ref, metaManifest: j.digest, metaConfig: string(res.RawConfig)}}
-		if _, err := u.cache.AddVersion(ctx, model, cfg.Version, rec); err != nil {
+		if _, err := u.cache.AddVersion(ctx, model, cfg.Version, versionRecord(res, true)); err != nil {
 			return nil, err
 		}
 		j.added = true
@@ -673,23 +672,6 @@ func (u *Updater) checkConfig(model string, cfg *artifact.Config) error {
 		return errors.New("the artifact has no golden test vector and this agent requires one")
 	}
 	return nil
-}
-
-// fetch stores the model layer in the cache, after making room for it.
-func (u *Updater) fetch(ctx context.Context, repo *ota.Repository, res *ota.Resolved, sink hookSink) error {
-	md := res.Model()
-	done, err := u.cache.Committed(ctx, md.Digest)
-	if err != nil || done {
-		return err
-	}
-	off, err := u.cache.Offset(ctx, md.Digest)
-	if err != nil {
-		return err
-	}
-	if err := u.cache.Reserve(ctx, max(md.Size-off, 0)); err != nil {
-		return fmt.Errorf("disk budget for %d bytes: %w", md.Size-off, err)
-	}
-	return repo.PullBlob(ctx, md, sink)
 }
 
 // hookSink is the cache as an ota.Sink, reporting each stored chunk.
