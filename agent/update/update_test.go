@@ -72,6 +72,22 @@ func TestUpdateHappyPath(t *testing.T) {
 	}
 }
 
+// TestUpdateFromDistribution runs updates against Debian's docker-registry.
+func TestUpdateFromDistribution(t *testing.T) {
+	rs := &registryServer{host: startDistribution(t)}
+	ref1 := push(t, rs, "m", "1", fixture(t, "scale2.onnx"), nil)
+	push(t, rs, "m", "2", padModel(fixture(t, "scale3.onnx"), 256<<10), nil)
+	r := startAgent(t, t.TempDir(), nil)
+	mustUpdate(t, r, "m", ref1, update.UpdateOptions{})
+	res := mustUpdate(t, r, "m", rs.host+"/models/m:2", update.UpdateOptions{})
+	if res.Version != "2" || res.Previous != "1" {
+		t.Fatalf("update: %+v", res)
+	}
+	if k, ver := r.scaleOf(t, "m"); k != 3 || ver != "2" {
+		t.Fatalf("serving ×%g from %s", k, ver)
+	}
+}
+
 func TestUpdateRefused(t *testing.T) {
 	rs := startRegistry(t)
 	scale2, scale3 := fixture(t, "scale2.onnx"), fixture(t, "scale3.onnx")

@@ -412,6 +412,9 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 		return &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref,
 			Previous: st[cache.StatePrevious], State: ResultAlreadyActive}, nil
 	}
+	// A version an interrupted update catalogued is this job's to remove if
+	// it fails again.
+	j.added = existing.Version != "" && st[cache.StatePending] == cfg.Version && existing.Meta[metaManifest] == j.digest
 	if acc, ok := parseVersion(st[keyAcceptedMax]); ok && vnum < acc && !o.AllowRollback {
 		return nil, fmt.Errorf("%w: version %s < %d; request an explicit rollback to install it", ErrOlderVersion, cfg.Version, acc)
 	}

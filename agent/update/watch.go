@@ -336,7 +336,7 @@ func (u *Updater) startWatch(model, version, previous string, until time.Time, b
 			}
 			if why := evaluate(th, h); why != "" {
 				log.Error("post-activation watch breached; rolling back", "reason", why)
-				u.breach(model, version, why)
+				u.breach(ctx, model, version, why)
 				return
 			}
 			if !u.now().Before(until) {
@@ -352,15 +352,15 @@ func (u *Updater) startWatch(model, version, previous string, until time.Time, b
 }
 
 // breach rolls a watched version back, waiting for an update of the model in
-// progress to finish first.
-func (u *Updater) breach(model, version, why string) {
+// progress to finish first (which may supersede the watch).
+func (u *Updater) breach(ctx context.Context, model, version, why string) {
 	for {
 		if unlock, ok := u.lockModel(model); ok {
 			defer unlock()
 			break
 		}
 		select {
-		case <-u.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-time.After(10 * time.Millisecond):
 		}
