@@ -42,6 +42,7 @@ type Agent struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *metrics.Agent
+	outputs *metrics.Outputs // NaN/Inf outputs and batch sizes
 	cache   *cache.Cache
 	models  *models.Manager
 	handler http.Handler
@@ -89,8 +90,9 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.outputs = metrics.NewOutputs(reg)
 	a.models = models.NewManager(models.Options{Logger: log.With("component", "models"), Metrics: m,
-		ServerName: "edgefleet", ServerVersion: Version})
+		Outputs: a.outputs, ServerName: "edgefleet", ServerVersion: Version})
 	a.updater, err = update.New(update.Options{Cache: a.cache, Models: a.models, Load: a.loadVersionWith,
 		InitRuntime: a.initRuntime, Settings: a.cfg.ModelSettings, Lock: &a.repoMu, Reconcile: a.applyPolicy,
 		Config: cfg.Update, AgentVersion: Version, Logger: log.With("component", "update")})

@@ -144,6 +144,8 @@ func (s Settings) Validate() error {
 type Options struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Agent
+	// Outputs, optional, counts responses with NaN or Inf outputs.
+	Outputs *metrics.Outputs
 	// ServerName and ServerVersion are reported by ServerMetadata.
 	ServerName, ServerVersion string
 }
@@ -152,6 +154,7 @@ type Options struct {
 type Manager struct {
 	log     *slog.Logger
 	metrics *metrics.Agent
+	outputs *metrics.Outputs
 	server  ServerMetadata
 	ready   atomic.Bool
 
@@ -187,7 +190,7 @@ func NewManager(opts Options) *Manager {
 		opts.ServerName = "edgefleet"
 	}
 	return &Manager{
-		log: opts.Logger, metrics: opts.Metrics, models: map[string]*model{},
+		log: opts.Logger, metrics: opts.Metrics, outputs: opts.Outputs, models: map[string]*model{},
 		server: ServerMetadata{Name: opts.ServerName, Version: opts.ServerVersion,
 			Extensions: []string{"binary_tensor_data", "model_repository"}},
 	}
@@ -566,6 +569,7 @@ func (m *Manager) Infer(ctx context.Context, name, ver string, req *InferRequest
 		}
 		return nil, fmt.Errorf("model %q version %q: %w", name, v.version, err)
 	}
+	m.outputs.ObserveOutputs(v.name, v.version, res.Outputs)
 	return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: res.Outputs}, nil
 }
 
