@@ -19,6 +19,9 @@
 //	  digits-cnn:
 //	    instances: 1
 //	    default_version: "3"
+//	update:              # over-the-air updates (see Update)
+//	  trust_keys: [/etc/edgefleet/cosign.pub]
+//	  watch: {window: 10m, max_error_rate: 0.01}
 package config
 
 import (

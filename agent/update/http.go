@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
@@ -33,7 +34,7 @@ type Request struct {
 // Updates run to completion even if the client disconnects. Errors are
 // {"error": "..."} with 400 (bad request), 404 (unknown model), 409 (busy,
 // rollback protection, version conflict, nothing to roll back to), 422
-// (refused artifact), 502 (registry) or 500.
+// (refused artifact), 502 (registry), 507 (cache budget) or 500.
 func (u *Updater) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/updates", func(w http.ResponseWriter, r *http.Request) {
@@ -96,6 +97,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, ErrRefused), errors.Is(err, artifact.ErrInvalid):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, cache.ErrNoSpace):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, ota.ErrDigestMismatch), errors.Is(err, ota.ErrProtocol), errors.Is(err, ota.ErrMediaType), errors.Is(err, ota.ErrTooLarge):
 		return http.StatusBadGateway
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
@@ -280,6 +281,7 @@ func TestStatusOf(t *testing.T) {
 		{fmt.Errorf("x: %w", ErrNoPrevious), http.StatusConflict},
 		{fmt.Errorf("x: %w", ErrRefused), http.StatusUnprocessableEntity},
 		{fmt.Errorf("x: %w", ota.ErrDigestMismatch), http.StatusBadGateway},
+		{fmt.Errorf("x: %w", cache.ErrNoSpace), http.StatusInsufficientStorage},
 		{errors.New("disk on fire"), http.StatusInternalServerError},
 	}
 	for _, tc := range tests {

@@ -351,6 +351,31 @@ func TestResumeAfterUpdaterRestart(t *testing.T) {
 	}
 }
 
+// TestUpdateBudget refuses a download the cache budget cannot hold before
+// fetching a byte of it.
+func TestUpdateBudget(t *testing.T) {
+	rs := startRegistry(t)
+	ref1 := push(t, rs, "m", "1", fixture(t, "scale2.onnx"), nil)
+	ref2 := push(t, rs, "m", "2", padModel(fixture(t, "scale3.onnx"), 1<<20), nil)
+	r := startAgent(t, t.TempDir(), func(c *config.Config) { c.CacheBudget = 512 << 10 })
+	mustUpdate(t, r, "m", ref1, update.UpdateOptions{})
+	_, before := rs.stats()
+	_, err := r.api.Update(context.Background(), "m", ref2, update.UpdateOptions{})
+	var ae *update.APIError
+	if !errors.As(err, &ae) || ae.Code != http.StatusInsufficientStorage || !strings.Contains(ae.Message, "budget") {
+		t.Fatalf("update over budget: %v, want HTTP 507", err)
+	}
+	if _, after := rs.stats(); after-before > 4096 {
+		t.Fatalf("%d blob bytes fetched before the budget check", after-before)
+	}
+	if k, ver := r.scaleOf(t, "m"); k != 2 || ver != "1" {
+		t.Fatalf("serving ×%g from %s", k, ver)
+	}
+	if st := r.status(t, "m"); st.Last.Result != update.ResultFailed || st.Pending != nil {
+		t.Fatalf("status: %+v", st.Last)
+	}
+}
+
 func TestManualRollback(t *testing.T) {
 	rs := startRegistry(t)
 	ref1 := push(t, rs, "m", "1", fixture(t, "scale2.onnx"), nil)
