@@ -169,6 +169,69 @@ func Sensitivity(ctx context.Context, fp32, quantized []byte, data []Batch, rep 
 	return out, nil
 }
 
+// sensitivityGroups orders the quantized nodes of rep for moving back to
+// float, most sensitive first. Nodes Sensitivity observed through the same
+// tensor (a Conv and the Relu folded into it) form one group, ranked by
+// their output SQNR; nodes it cannot observe (inside If/Loop bodies) are
+// groups of one ranked by the SQNR of their quantized weight (weightSQNR),
+// merged into the same order by value, and nodes with neither measure come
+// last in graph order.
+func sensitivityGroups(model []byte, mode Mode, opts Options, rep *Report, sens []NodeSensitivity) ([][]string, error) {
+	type group struct {
+		nodes []string
+		sqnr  float64
+	}
+	var groups []*group
+	at := map[string]*group{}
+	seen := map[string]bool{}
+	for _, s := range sens {
+		seen[s.Node] = true
+		if g, ok := at[s.Output]; ok {
+			g.nodes = append(g.nodes, s.Node)
+			continue
+		}
+		g := &group{nodes: []string{s.Node}, sqnr: s.SQNR}
+		at[s.Output] = g
+		groups = append(groups, g)
+	}
+	var ws map[string]float64
+	var rest []string
+	for _, n := range rep.Quantized {
+		if seen[n.Name] {
+			continue
+		}
+		seen[n.Name] = true
+		if ws == nil {
+			m, err := graph.Decode(model, opts.ExternalDataDir)
+			if err != nil {
+				return nil, err
+			}
+			o, err := opts.withDefaults()
+			if err != nil {
+				return nil, err
+			}
+			ws = weightSQNR(m, mode, o)
+		}
+		if v, ok := ws[n.Name]; ok {
+			groups = append(groups, &group{nodes: []string{n.Name}, sqnr: v})
+		} else {
+			rest = append(rest, n.Name)
+		}
+	}
+	slices.SortStableFunc(groups, func(a, b *group) int { return cmp.Compare(a.sqnr, b.sqnr) })
+	out := make([][]string, 0, len(groups)+len(rest))
+	for _, g := range groups {
+		out = append(out, g.nodes)
+	}
+	for _, n := range rest {
+		out = append(out, []string{n})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no quantized node to move back to float", ErrNothingToQuantize)
+	}
+	return out, nil
+}
+
 // observed returns the name under which a quantized model exposes the
 // value of name as its consumers see it: the DequantizeLinear output after
 // a QuantizeLinear of it, else name itself if the model has it.
@@ -273,6 +336,8 @@ var ErrNoEvaluator = errors.New("no evaluator")
 //
 //  1. the quantized nodes are ranked by SQNR on the calibration data
 //     (Sensitivity), nodes observed through one tensor forming a group;
+//     nodes inside If/Loop bodies, which Sensitivity cannot observe, by
+//     the SQNR of their quantized weights;
 //  2. when there are at most MaxTrials/2 groups, each group is moved back
 //     alone and the groups are re-ranked by the metric that bought;
 //  3. groups are moved back cumulatively in rank order.
@@ -357,21 +422,13 @@ func AccuracyControl(ctx context.Context, model []byte, opts Options, ac Accurac
 		return res, err
 	}
 	sens, err := Sensitivity(ctx, model, res.Model, ac.Calibration, res.Report)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNothingToQuantize) {
 		return nil, fmt.Errorf("sensitivity: %w", err)
 	}
 	res.Sensitivity = sens
-	// Nodes observed through the same tensor (a Conv and the Relu folded
-	// into it) move together.
-	var groups [][]string
-	at := map[string]int{}
-	for _, s := range sens {
-		if i, ok := at[s.Output]; ok {
-			groups[i] = append(groups[i], s.Node)
-			continue
-		}
-		at[s.Output] = len(groups)
-		groups = append(groups, []string{s.Node})
+	groups, err := sensitivityGroups(model, ac.Mode, opts, res.Report, sens)
+	if err != nil {
+		return nil, err
 	}
 	budget := func() bool { return len(res.Trials) <= ac.MaxTrials }
 	// With few groups, measure what moving each one alone buys and rank by

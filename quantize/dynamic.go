@@ -26,7 +26,9 @@ var DynamicOpTypes = []string{"MatMul", "Gemm", "Conv"}
 //
 // (ConvInteger for Conv) with uint8 activations and int8 (or
 // Options.WeightType) weights, per tensor unless Options.DynamicPerChannel
-// is set (MatMul and Gemm only), as onnxruntime's quantize_dynamic produces.
+// is set, as onnxruntime's quantize_dynamic produces (whose per_channel
+// leaves Conv per tensor; here symmetric Conv weights get one scale per
+// output channel too).
 // Gemm's transB is folded into the stored weight and alpha into its scale;
 // Gemm with transA is left in float. Weights kept in Constant nodes are
 // handled like initializers, and nodes inside If/Loop/Scan bodies are
@@ -196,7 +198,13 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, nm *namer, g *onnxpb.GraphPr
 	qw, ok := weights[wkey]
 	if !ok {
 		axis := -1
-		if d.opts.DynamicPerChannel && op != "Conv" {
+		// Per-channel Conv weights need one zero point for ConvInteger
+		// (onnxruntime's kernel takes a scalar): symmetric weights only.
+		convPerChannel := op == "Conv" && d.opts.DynamicPerChannel && d.opts.weightSymmetric() && !weightOnly
+		switch {
+		case convPerChannel:
+			axis = 0
+		case d.opts.DynamicPerChannel && op != "Conv":
 			axis = len(dims) - 1
 		}
 		if weightOnly {
@@ -206,6 +214,17 @@ func (d *dynamicQuantizer) node(scope *graph.Scope, nm *namer, g *onnxpb.GraphPr
 		qw, err = quantizeWeight(nm, g, n.Input[1], dims, wdata, d.opts.WeightType, d.opts.weightSymmetric(), d.opts.ReduceRange, axis)
 		if err != nil {
 			return nil, "", err
+		}
+		if convPerChannel {
+			// ConvInteger's output is [N, M, spatial...]: the scales
+			// broadcast as [M, 1, ...]; the zero point is the scalar 0.
+			sdims := make([]int64, len(dims)-1)
+			sdims[0] = dims[0]
+			for j := 1; j < len(sdims); j++ {
+				sdims[j] = 1
+			}
+			replaceInit(g, graph.FloatTensor(qw.Scale, sdims, qw.Scales))
+			replaceInit(g, graph.IntTensor(qw.ZP, graph.Elem(d.opts.WeightType), nil, []int32{0}))
 		}
 		if alpha != 1 {
 			for j := range qw.Scales {

@@ -101,7 +101,10 @@ type Options struct {
 	// per-tensor). Dynamic quantization is always per-tensor unless
 	// DynamicPerChannel is set.
 	PerTensor bool
-	// DynamicPerChannel quantizes dynamic MatMul weights per output column.
+	// DynamicPerChannel quantizes dynamic MatMul and Gemm weights per
+	// output column and, when symmetric (int8), Conv weights per output
+	// channel (onnxruntime keeps Conv per tensor); this rescues models
+	// whose Conv weights have outlier channels (Silero VAD).
 	DynamicPerChannel bool
 
 	// Calibration is the static calibration method (MinMax by default).
