@@ -617,3 +617,22 @@ func (m *Manager) TestOnlyInjectGPUFault(name, ver, provider string, fault func(
 	runtime.TestOnlyInjectGPUFault(v.sess, provider, fault)
 	return nil
 }
+
+// SetDefaultVersion pins the version that requests without one go to; the
+// version must be loaded. An empty version removes the pin (latest wins).
+// The switch is atomic: a request sees either the old or the new default.
+func (m *Manager) SetDefaultVersion(name, ver string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mod := m.models[name]
+	if mod == nil {
+		return fmt.Errorf("model %q: %w", name, ErrNotFound)
+	}
+	if ver != "" {
+		if _, ok := mod.versions[ver]; !ok {
+			return fmt.Errorf("model %q version %q: %w", name, ver, ErrNotFound)
+		}
+	}
+	mod.settings.DefaultVersion = ver
+	return nil
+}

@@ -295,3 +295,25 @@ func TestVersionPolicySelect(t *testing.T) {
 		t.Error("two choices accepted")
 	}
 }
+
+func TestSetDefaultVersion(t *testing.T) {
+	m, _ := newManager(t)
+	model := testenv.Fixture(t, "dtypes/identity_all.onnx")
+	mustLoad(t, m, "id", "1", model, models.Settings{})
+	mustLoad(t, m, "id", "2", model, models.Settings{})
+	if err := m.SetDefaultVersion("id", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := m.Infer(context.Background(), "id", "", doubleReq(1)); err != nil || resp.ModelVersion != "1" {
+		t.Fatalf("default after pin: %v %v", resp, err)
+	}
+	if err := m.SetDefaultVersion("id", "3"); !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("pin to unloaded version: %v", err)
+	}
+	if err := m.SetDefaultVersion("id", ""); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := m.Infer(context.Background(), "id", "", doubleReq(1)); resp.ModelVersion != "2" {
+		t.Fatalf("default after unpin = %s, want latest 2", resp.ModelVersion)
+	}
+}

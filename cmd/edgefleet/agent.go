@@ -97,5 +97,6 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 	f.IntVar(&flags.Defaults.Instances, "instances", 2, "concurrent runs per model")
 	f.IntVar(&flags.Defaults.IntraOpThreads, "intra-op-threads", 1, "onnxruntime intra-op threads per run")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
+	cmd.AddCommand(newAgentUpdateCmds(g)...)
 	return cmd
 }

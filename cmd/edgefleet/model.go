@@ -25,9 +25,10 @@ import (
 func newModelCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
-		Short: "Manage the models in an agent's local cache",
+		Short: "Manage models: the local cache, OCI artifacts (push, pull, sign, verify)",
 	}
 	cmd.AddCommand(newModelImportCmd(g), newModelLsCmd(), newModelRmCmd())
+	cmd.AddCommand(newOTAModelCmds(g)...)
 	return cmd
 }
 
