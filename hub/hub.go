@@ -24,7 +24,9 @@ import (
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/oci"
 	"github.com/edgefleet/edgefleet/hub/registry"
+	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/hub/shadow"
+	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -83,6 +85,11 @@ type Options struct {
 	// DeviceCertValidity is the lifetime of device certificates
 	// (ca.DefaultDeviceValidity).
 	DeviceCertValidity time.Duration
+	// RolloutClock is the clock of rollout bake times (nil: time.Now);
+	// RolloutTick how often rollouts are evaluated besides on device
+	// reports (0: 1 s). Tests shorten both.
+	RolloutClock func() time.Time
+	RolloutTick  time.Duration
 	// Logger, optional.
 	Logger *slog.Logger
 }
@@ -97,6 +104,7 @@ type Hub struct {
 	reg      *registry.Registry
 	tokens   *enroll.Tokens
 	shadow   *shadow.Service
+	rollouts *rollout.Manager
 	embedded *broker.Embedded // nil with an external broker
 	external *broker.External // nil with the embedded broker
 	bus      shadow.Bus
@@ -247,6 +255,11 @@ func (h *Hub) open(ctx context.Context) error {
 		h.bus = h.external
 	}
 	h.shadow = shadow.New(h.bus, h.reg, shadow.Options{Logger: h.log.With("component", "shadow")})
+	h.rollouts, err = rollout.New(rollout.Options{DB: h.db, Registry: h.reg, Shadow: h.shadow, Resolve: resolveArtifact,
+		Now: o.RolloutClock, Tick: o.RolloutTick, Logger: h.log.With("component", "rollout")})
+	if err != nil {
+		return err
+	}
 
 	// API.
 	svc := &enroll.Service{
@@ -264,6 +277,7 @@ func (h *Hub) open(ctx context.Context) error {
 		Registry:      h.reg,
 		Fleet:         h,
 		Tokens:        h.tokens,
+		Rollouts:      h.rollouts,
 		Enroll:        svc,
 		CAFingerprint: h.ca.Fingerprint(),
 		Logger:        h.log.With("component", "api"),
@@ -373,10 +387,11 @@ func (h *Hub) Run(ctx context.Context) error {
 	if h.regSrv != nil {
 		go func() { errc <- serve(h.regSrv, h.regLn) }()
 	}
-	shadowDone := make(chan struct{})
+	shadowDone, rolloutsDone := make(chan struct{}), make(chan struct{})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { h.shadow.Run(runCtx); close(shadowDone) }()
+	go func() { h.rollouts.Run(runCtx); close(rolloutsDone) }()
 	go func() {
 		t := time.NewTicker(24 * time.Hour)
 		defer t.Stop()
@@ -405,6 +420,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.regSrv.Shutdown(shutdownCtx)
 	}
 	<-shadowDone
+	<-rolloutsDone
 	return err
 }
 
@@ -507,6 +523,20 @@ func (h *Hub) Registry() *registry.Registry { return h.reg }
 
 // Shadow is the desired/reported state service.
 func (h *Hub) Shadow() *shadow.Service { return h.shadow }
+
+// Rollouts is the rollout manager.
+func (h *Hub) Rollouts() *rollout.Manager { return h.rollouts }
+
+// resolveArtifact resolves a model artifact reference for a new rollout.
+func resolveArtifact(ctx context.Context, ref string) (rollout.Artifact, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := ota.Inspect(ctx, ref)
+	if err != nil {
+		return rollout.Artifact{}, err
+	}
+	return rollout.Artifact{Digest: res.Ref.DigestStr(), Name: res.Config.Name, Version: res.Config.Version}, nil
+}
 
 // DB is the hub's bbolt database, for packages that keep their own
 // buckets in it.

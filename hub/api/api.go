@@ -29,6 +29,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/registry"
+	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -63,6 +64,8 @@ type Config struct {
 	Registry Registry
 	Fleet    Fleet
 	Tokens   Tokens
+	// Rollouts serves /v1/rollouts; nil answers 503 there.
+	Rollouts Rollouts
 	// Enroll serves POST /v1/enroll.
 	Enroll http.Handler
 	// CAFingerprint goes into every token.
@@ -102,6 +105,7 @@ func New(cfg Config) *Server {
 	s.handle("GET /v1/devices/{id}/desired", s.admin(s.getDesired))
 	s.handle("PUT /v1/devices/{id}/desired", s.admin(s.putDesired))
 	s.handle("POST /v1/tokens", s.admin(s.createToken))
+	s.handleRollouts()
 	s.handle("GET /v1/self", s.device(s.self))
 	s.handle("GET /v1/self/desired", s.device(s.selfDesired))
 	return s
@@ -375,9 +379,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // Status maps hub errors to HTTP status codes.
 func Status(err error) int {
 	switch {
-	case errors.Is(err, registry.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, rollout.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, registry.ErrRevoked), errors.Is(err, registry.ErrExists):
+	case errors.Is(err, registry.ErrRevoked), errors.Is(err, registry.ErrExists), errors.Is(err, rollout.ErrConflict):
 		return http.StatusConflict
 	case errors.Is(err, wire.ErrInvalid):
 		return http.StatusBadRequest
