@@ -43,7 +43,7 @@ type running struct {
 
 // startAgent imports models (name → ONNX bytes) into a fresh data folder and
 // runs a real agent on it.
-func startAgent(t *testing.T, cfg config.Config, ms map[string][]byte) *running {
+func startAgent(t testing.TB, cfg config.Config, ms map[string][]byte) *running {
 	t.Helper()
 	testenv.InitORT(t)
 	dir := t.TempDir()
@@ -85,7 +85,7 @@ func startAgent(t *testing.T, cfg config.Config, ms map[string][]byte) *running 
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	r.cancel()
 	select {
 	case err, ok := <-r.done:

@@ -25,7 +25,7 @@ type digitsSet struct {
 	pixels [][]float32 // 64 per row
 }
 
-func loadDigits(t *testing.T, name string) digitsSet {
+func loadDigits(t testing.TB, name string) digitsSet {
 	t.Helper()
 	rows, err := csv.NewReader(bytes.NewReader(testenv.Fixture(t, "digits/"+name))).ReadAll()
 	if err != nil {

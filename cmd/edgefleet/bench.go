@@ -271,6 +271,8 @@ func newBenchServingCmd() *cobra.Command {
 					}
 				}
 				row(base)
+				row(loadgen.Run(ctx, "transport floor: REST GET /v2/health/live", liveTarget(rest), opts))
+				row(loadgen.Run(ctx, "transport floor: gRPC ServerLive", grpcLiveTarget(g), opts))
 				row(loadgen.Run(ctx, "agent gRPC (raw)", grpcRaw, opts))
 				row(loadgen.Run(ctx, "agent REST binary", restBin, opts))
 				row(loadgen.Run(ctx, "agent REST JSON", restJSON, opts))
@@ -516,4 +518,31 @@ func benchCycles(ctx context.Context, pr func(string, ...any), p *agentProc, g *
 	pr("| after cycle 1 | %s |\n| after cycle %d | %s |\n| growth | %+.1f%% |\n", humanize.IBytes(uint64(first)), n,
 		humanize.IBytes(uint64(last)), 100*(float64(last)/float64(first)-1))
 	return nil
+}
+
+// liveTarget is the cheapest REST request: its latency is the loopback HTTP
+// round trip that every inference request pays too.
+func liveTarget(c *v2client.REST) loadgen.Target {
+	url := c.Base + "/v2/health/live"
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.HTTP.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil
+	}
+}
+
+// grpcLiveTarget is the cheapest gRPC call, the transport floor of ModelInfer.
+func grpcLiveTarget(g *v2client.GRPC) loadgen.Target {
+	return func(ctx context.Context) error {
+		_, err := g.Client.ServerLive(ctx, &inferencepb.ServerLiveRequest{})
+		return err
+	}
 }
