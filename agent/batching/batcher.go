@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -215,6 +216,11 @@ func (b *Batcher) loop() {
 	defer close(b.loopDone)
 	for {
 		b.slots <- struct{}{}
+		// Let the goroutines woken by the batch that just finished (its
+		// callers, about to submit again) queue before the next batch forms:
+		// on a busy machine this turns a stream of one-row batches into full
+		// ones even with no queue delay.
+		goruntime.Gosched()
 		batch, ok := b.next()
 		if !ok {
 			<-b.slots
