@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/hub/api"
@@ -26,6 +27,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/hub/shadow"
+	"github.com/edgefleet/edgefleet/hub/telemetry"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
@@ -90,6 +92,18 @@ type Options struct {
 	// reports (0: 1 s). Tests shorten both.
 	RolloutClock func() time.Time
 	RolloutTick  time.Duration
+	// QUICAddr is the telemetry QUIC listener (UDP); "" means the API's
+	// host and port, Off disables it.
+	QUICAddr string
+	// MetricsAddr is the Prometheus listener (plain HTTP, GET /metrics),
+	// e.g. DefaultMetricsAddr; "" or Off: none (Hub.Metrics still has
+	// the registry).
+	MetricsAddr string
+	// TelemetryWindow is how many snapshots per device the hub keeps
+	// (telemetry.DefaultWindow); TelemetryMaxSeries bounds the per-device
+	// label sets on /metrics (telemetry.DefaultMaxSeries).
+	TelemetryWindow    int
+	TelemetryMaxSeries int
 	// Logger, optional.
 	Logger *slog.Logger
 }
@@ -105,6 +119,13 @@ type Hub struct {
 	tokens   *enroll.Tokens
 	shadow   *shadow.Service
 	rollouts *rollout.Manager
+	// Telemetry (observe.go).
+	telem      *telemetry.Store
+	telemRecv  *telemetry.Receiver
+	quic       *telemetry.QUICServer // nil when off
+	metrics    *prometheus.Registry
+	metricsLn  net.Listener // nil when off
+	metricsSrv *http.Server
 	embedded *broker.Embedded // nil with an external broker
 	external *broker.External // nil with the embedded broker
 	bus      shadow.Bus
@@ -255,6 +276,9 @@ func (h *Hub) open(ctx context.Context) error {
 		h.bus = h.external
 	}
 	h.shadow = shadow.New(h.bus, h.reg, shadow.Options{Logger: h.log.With("component", "shadow")})
+	if err := h.openTelemetry(serverCert); err != nil {
+		return err
+	}
 	h.rollouts, err = rollout.New(rollout.Options{DB: h.db, Registry: h.reg, Shadow: h.shadow, Resolve: resolveArtifact,
 		Now: o.RolloutClock, Tick: o.RolloutTick, Logger: h.log.With("component", "rollout")})
 	if err != nil {
@@ -278,6 +302,7 @@ func (h *Hub) open(ctx context.Context) error {
 		Fleet:         h,
 		Tokens:        h.tokens,
 		Rollouts:      h.rollouts,
+		Telemetry:     h.telem,
 		Enroll:        svc,
 		CAFingerprint: h.ca.Fingerprint(),
 		Logger:        h.log.With("component", "api"),
@@ -382,14 +407,18 @@ func (h *Hub) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	telemDone, err := h.runTelemetry(runCtx, errc)
+	if err != nil {
+		return err
+	}
 	go func() { errc <- serve(h.apiSrv, h.apiLn) }()
 	if h.regSrv != nil {
 		go func() { errc <- serve(h.regSrv, h.regLn) }()
 	}
 	shadowDone, rolloutsDone := make(chan struct{}), make(chan struct{})
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
 	go func() { h.shadow.Run(runCtx); close(shadowDone) }()
 	go func() { h.rollouts.Run(runCtx); close(rolloutsDone) }()
 	go func() {
@@ -407,7 +436,6 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.log.Info("hub running", "api", h.advAPI, "mqtt", h.advMQTT, "registry", h.advRegistry,
 		"ca_fingerprint", h.ca.Fingerprint(), "data", h.opts.DataDir)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -421,6 +449,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	<-shadowDone
 	<-rolloutsDone
+	<-telemDone
 	return err
 }
 
@@ -447,6 +476,7 @@ func (h *Hub) Close() error {
 		} else if h.apiLn != nil {
 			errs = append(errs, ignoreClosed(h.apiLn.Close()))
 		}
+		errs = append(errs, h.closeTelemetry()...)
 		if h.regSrv != nil {
 			errs = append(errs, ignoreClosed(h.regSrv.Close()))
 		} else if h.regLn != nil {

@@ -31,6 +31,8 @@ type hubConfig struct {
 	AdvertiseRegistry  string        `yaml:"advertise_registry"`
 	Hosts              []string      `yaml:"hosts"`
 	DeviceCertValidity time.Duration `yaml:"device_cert_validity"`
+	Metrics            string        `yaml:"metrics"`
+	QUIC               string        `yaml:"quic"`
 }
 
 func loadHubConfig(path string) (hubConfig, error) {
@@ -68,7 +70,7 @@ device and token commands use (admin.crt/admin.key).`,
   edgefleet agent --data /var/lib/edgefleet --hub https://hub.example:7443 --token <token>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := hubConfig{API: hub.DefaultAPIAddr, MQTT: hub.DefaultMQTTAddr, Registry: hub.DefaultRegistryAddr}
+			cfg := hubConfig{API: hub.DefaultAPIAddr, MQTT: hub.DefaultMQTTAddr, Registry: hub.DefaultRegistryAddr, Metrics: hub.DefaultMetricsAddr}
 			if cfgFile != "" {
 				var err error
 				if cfg, err = loadHubConfig(cfgFile); err != nil {
@@ -91,6 +93,10 @@ device and token commands use (admin.crt/admin.key).`,
 			set("advertise-api", &cfg.AdvertiseAPI, flags.AdvertiseAPI)
 			set("advertise-mqtt", &cfg.AdvertiseMQTT, flags.AdvertiseMQTT)
 			set("advertise-registry", &cfg.AdvertiseRegistry, flags.AdvertiseRegistry)
+			set("metrics", &cfg.Metrics, flags.Metrics)
+			if fs.Changed("quic") {
+				cfg.QUIC = flags.QUIC
+			}
 			if fs.Changed("host") {
 				cfg.Hosts = flags.Hosts
 			}
@@ -117,6 +123,8 @@ device and token commands use (admin.crt/admin.key).`,
 				AdvertiseRegistry:  cfg.AdvertiseRegistry,
 				Hosts:              cfg.Hosts,
 				DeviceCertValidity: cfg.DeviceCertValidity,
+				MetricsAddr:        cfg.Metrics,
+				QUICAddr:           cfg.QUIC,
 				Logger:             g.logger(),
 			})
 			if err != nil {
@@ -125,8 +133,8 @@ device and token commands use (admin.crt/admin.key).`,
 				}
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "hub API %s, MQTT %s, registry %s\nCA fingerprint %s\ncreate an enrollment token: edgefleet hub token create --data %s\n",
-				h.APIURL(), h.MQTTURL(), orNone(h.RegistryAddr()), h.CAFingerprint(), cfg.Data)
+			fmt.Fprintf(cmd.ErrOrStderr(), "hub API %s, MQTT %s, registry %s, QUIC telemetry %s, metrics %s\nCA fingerprint %s\ncreate an enrollment token: edgefleet hub token create --data %s\n",
+				h.APIURL(), h.MQTTURL(), orNone(h.RegistryAddr()), orNone(h.QUICAddr()), orNone(h.MetricsURL()), h.CAFingerprint(), cfg.Data)
 			return h.Run(ctx)
 		},
 	}
@@ -144,6 +152,8 @@ device and token commands use (admin.crt/admin.key).`,
 	f.StringVar(&flags.AdvertiseRegistry, "advertise-registry", "", "registry host:port agents are told")
 	f.StringSliceVar(&flags.Hosts, "host", nil, "extra DNS names/IPs for the hub's server certificate")
 	f.DurationVar(&flags.DeviceCertValidity, "device-cert-validity", ca.DefaultDeviceValidity, "lifetime of device certificates")
+	f.StringVar(&flags.Metrics, "metrics", hub.DefaultMetricsAddr, `Prometheus /metrics listen address, plain HTTP ("off" to disable)`)
+	f.StringVar(&flags.QUIC, "quic", "", `telemetry QUIC listen address, UDP (default: the API's host and port; "off" to disable)`)
 	cmd.AddCommand(newHubTokenCmd(), newHubBrokerCertCmd())
 	return cmd
 }

@@ -66,6 +66,8 @@ type Config struct {
 	Tokens   Tokens
 	// Rollouts serves /v1/rollouts; nil answers 503 there.
 	Rollouts Rollouts
+	// Telemetry serves /v1/telemetry; nil answers 503 there.
+	Telemetry Telemetry
 	// Enroll serves POST /v1/enroll.
 	Enroll http.Handler
 	// CAFingerprint goes into every token.
@@ -106,6 +108,7 @@ func New(cfg Config) *Server {
 	s.handle("PUT /v1/devices/{id}/desired", s.admin(s.putDesired))
 	s.handle("POST /v1/tokens", s.admin(s.createToken))
 	s.handleRollouts()
+	s.handleTelemetry()
 	s.handle("GET /v1/self", s.device(s.self))
 	s.handle("GET /v1/self/desired", s.device(s.selfDesired))
 	return s
