@@ -119,13 +119,15 @@ type Hub struct {
 	tokens   *enroll.Tokens
 	shadow   *shadow.Service
 	rollouts *rollout.Manager
-	// Telemetry (observe.go).
+
+	// Telemetry and metrics (observe.go).
 	telem      *telemetry.Store
 	telemRecv  *telemetry.Receiver
 	quic       *telemetry.QUICServer // nil when off
 	metrics    *prometheus.Registry
 	metricsLn  net.Listener // nil when off
 	metricsSrv *http.Server
+
 	embedded *broker.Embedded // nil with an external broker
 	external *broker.External // nil with the embedded broker
 	bus      shadow.Bus
