@@ -63,7 +63,7 @@ func (m *Manager) newestPerModel() map[string]*run {
 	out := map[string]*run{}
 	for _, rn := range m.runs {
 		cur := out[rn.r.Spec.Model]
-		if cur == nil || rn.r.Created.After(cur.r.Created) || rn.r.Created.Equal(cur.r.Created) && rn.r.ID > cur.r.ID {
+		if cur == nil || rn.r.Seq > cur.r.Seq {
 			out[rn.r.Spec.Model] = rn
 		}
 	}

@@ -306,8 +306,12 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Status, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return Status{}, err
 	}
+	var seq int64
+	for _, rn := range m.runs {
+		seq = max(seq, rn.r.Seq)
+	}
 	now := m.now().UTC()
-	r := Rollout{ID: "ro-" + hex.EncodeToString(b[:]), Spec: spec, State: StatePending, Created: now, Updated: now}
+	r := Rollout{ID: "ro-" + hex.EncodeToString(b[:]), Seq: seq + 1, Spec: spec, State: StatePending, Created: now, Updated: now}
 	rn, err := newRun(r)
 	if err != nil {
 		return Status{}, err
@@ -347,9 +351,7 @@ func (m *Manager) List(ctx context.Context) ([]Status, error) {
 	for _, rn := range m.runs {
 		out = append(out, m.status(rn, false))
 	}
-	slices.SortFunc(out, func(a, b Status) int {
-		return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(b.Seq, a.Seq) })
 	return out, nil
 }
 

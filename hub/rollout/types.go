@@ -56,8 +56,10 @@ func Final(s string) bool {
 
 // Rollout is a rollout's record.
 type Rollout struct {
-	ID   string `json:"id"`
-	Spec Spec   `json:"spec"`
+	ID string `json:"id"`
+	// Seq numbers rollouts in creation order.
+	Seq  int64 `json:"seq"`
+	Spec Spec  `json:"spec"`
 	// State is one of the State constants.
 	State string `json:"state"`
 	// Reason says why a rollout halted, was rolled back or aborted.
