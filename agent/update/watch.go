@@ -93,6 +93,8 @@ type observer struct {
 	versions map[string]*stats          // "model\x00version"
 	defaults map[string]string          // model → default version, for errors of requests without a version
 	watched  map[string]chan<- struct{} // "model\x00version" under watch → its wake-up channel
+	// always checks every response for NaN/Inf, not only watched ones.
+	always atomic.Bool
 }
 
 func newObserver() *observer {
@@ -174,7 +176,7 @@ func (o *observer) observe(model, version string, resp *models.InferResponse, er
 	} else {
 		i := s.n.Add(1) - 1
 		s.lat[i%ringSize].Store(int64(d))
-		if watched && nonFinite(resp.Outputs) {
+		if (watched || o.always.Load()) && nonFinite(resp.Outputs) {
 			s.nonFinite.Add(1)
 			bad = true
 		}
