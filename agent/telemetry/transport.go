@@ -59,9 +59,17 @@ type mqttTransport struct {
 
 	acks chan wire.TelemetryReportAck
 
-	mu         sync.Mutex // guards subscribed
+	mu         sync.Mutex // guards subscribed, lastAck
 	subscribed MQTTClient // the client the ack subscription was made on, nil when none holds
+	lastAck    time.Time  // when the last acknowledgement arrived
 }
+
+// resubscribeAfter: the fleet client's connection has clean sessions, so
+// a reconnection loses the ack subscription without telling us. When no
+// acknowledgement arrived for this long the subscription is renewed before
+// the next report (one SUBSCRIBE per report at a 10-second interval; none
+// while a backlog drains).
+const resubscribeAfter = 2 * time.Second
 
 func newMQTTTransport(deviceID string, client func() MQTTClient, ackTimeout time.Duration, log *slog.Logger) *mqttTransport {
 	return &mqttTransport{deviceID: deviceID, client: client, ackTimeout: ackTimeout, log: log,
@@ -89,12 +97,12 @@ func (t *mqttTransport) onAck(_ paho.Client, m paho.Message) {
 	}
 }
 
-// subscribe (re)subscribes to the ack topic when the client changed or a
-// previous wait timed out (the subscription may have died with a clean
-// session).
+// subscribe (re)subscribes to the ack topic when the client changed, a
+// previous wait timed out or acknowledgements stopped for a while (the
+// subscription may have died with a clean session).
 func (t *mqttTransport) subscribe(ctx context.Context, c MQTTClient) error {
 	t.mu.Lock()
-	done := t.subscribed == c
+	done := t.subscribed == c && time.Since(t.lastAck) < resubscribeAfter
 	t.mu.Unlock()
 	if done {
 		return nil
@@ -114,6 +122,9 @@ func (t *mqttTransport) Send(ctx context.Context, report []byte, stream string, 
 		c = t.client()
 	}
 	if c == nil || !c.IsConnectionOpen() {
+		t.mu.Lock()
+		t.subscribed = nil
+		t.mu.Unlock()
 		return wire.TelemetryReportAck{}, ErrNoUplink
 	}
 	if err := t.subscribe(ctx, c); err != nil {
@@ -139,6 +150,9 @@ func (t *mqttTransport) Send(ctx context.Context, report []byte, stream string, 
 			return wire.TelemetryReportAck{}, fmt.Errorf("telemetry: no acknowledgement within %v", t.ackTimeout)
 		case ack := <-t.acks:
 			if ack.Stream == stream && (ack.Seq >= last || ack.Error != "") {
+				t.mu.Lock()
+				t.lastAck = time.Now()
+				t.mu.Unlock()
 				return ack, nil
 			}
 			// An acknowledgement of an earlier report: keep waiting.
