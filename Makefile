@@ -30,9 +30,12 @@ $(DEPS)/.stamp: deploy/deps/npm.lock deploy/deps/fetch.sh
 	@touch $@
 
 # Debian packages the tests use (servers are started by the tests themselves).
+# npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
+APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  need=""; for p in npm mosquitto docker-registry libonnx-testdata; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  need=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  command -v npm >/dev/null || need="$$need npm"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
 	fi
 
