@@ -380,6 +380,10 @@ func (b *Batcher) execute(batch []*call) {
 	}
 	if len(batch) == 1 {
 		c := batch[0]
+		if err := c.ctx.Err(); err != nil { // left while the batch formed: never run
+			c.done <- result{nil, err}
+			return
+		}
 		outs, err := b.run(c.ctx, cloneTensors(c.req.Inputs), c.req.Outputs)
 		c.done <- result{outs, err}
 		return
