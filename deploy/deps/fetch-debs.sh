@@ -2,8 +2,8 @@
 # fetch-debs.sh DEST — fetch the Debian packages listed in debian.lock with
 # `apt-get download`, verify each .deb's sha256 and extract it with
 # `dpkg-deb -x` into DEST/<package>/. Packages already extracted are kept.
-# apt-get needs package lists: run `apt-get update` first (as root) if
-# `apt-get download` cannot find a package.
+# apt-get needs package lists: as root, a failed download runs
+# `apt-get update` and tries again.
 set -euo pipefail
 dest=${1:?usage: fetch-debs.sh DEST}
 lock="$(dirname "$0")/debian.lock"
@@ -19,10 +19,14 @@ grep -vE '^\s*(#|$)' "$lock" | while read -r pkg ver sum; do
     echo "fetching $pkg=$ver"
     tmp=$(mktemp -d)
     chmod 755 "$tmp" # apt's _apt user downloads into it when run as root
-    if ! (cd "$tmp" && apt-get download -qq "$pkg=$ver" 2>&1 >/dev/null | grep -v unsandboxed >&2 || true; ls ./*.deb >/dev/null 2>&1); then
-      rm -rf "$tmp"
-      echo "fetch-debs.sh: apt-get download $pkg=$ver failed (run apt-get update?)" >&2
-      exit 1
+    get() { (cd "$tmp" && { apt-get download -qq "$pkg=$ver" 2>&1 >/dev/null | grep -v unsandboxed >&2 || true; } && ls ./*.deb >/dev/null 2>&1); }
+    if ! get; then
+      [ "$(id -u)" = 0 ] && apt-get update -qq || true
+      if ! get; then
+        rm -rf "$tmp"
+        echo "fetch-debs.sh: apt-get download $pkg=$ver failed (as root, run apt-get update)" >&2
+        exit 1
+      fi
     fi
     mv "$tmp"/*.deb "$deb"
     rm -rf "$tmp"
