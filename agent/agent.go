@@ -22,11 +22,14 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/fleet"
 	"github.com/edgefleet/edgefleet/agent/grpcapi"
 	"github.com/edgefleet/edgefleet/agent/httpapi"
 	"github.com/edgefleet/edgefleet/agent/metrics"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/tfserving"
+	"github.com/edgefleet/edgefleet/agent/telemetry"
 	"github.com/edgefleet/edgefleet/agent/update"
 )
 
@@ -48,7 +51,8 @@ type Agent struct {
 	handler http.Handler
 	grpc    *grpc.Server
 	grpcAPI *grpcapi.Server
-	updater *update.Updater // over-the-air updates; /v1/updates
+	updater *update.Updater      // over-the-air updates; /v1/updates
+	tel     *telemetry.Telemetry // nil when telemetry is disabled
 
 	repoMu sync.Mutex // serialises repository changes (load, unload, policy)
 
@@ -100,6 +104,17 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 		a.cache.Close()
 		return nil, err
 	}
+	if !cfg.Telemetry.Disabled {
+		a.tel, err = telemetry.New(telemetry.Options{Dir: cfg.Data, Gatherer: reg, Interval: cfg.Telemetry.Interval,
+			Budget: int64(cfg.Telemetry.Budget), Transport: cfg.Telemetry.Transport, NoFallback: cfg.Telemetry.NoFallback,
+			Logger: log.With("component", "telemetry")})
+		if err != nil {
+			a.updater.Close()
+			a.cache.Close()
+			return nil, err
+		}
+		reg.MustRegister(a.tel)
+	}
 	served := a.updater.Observe(a.models) // the front ends' backend: the manager, observed for update watches
 	api := httpapi.New(served, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
 		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a}})
@@ -107,6 +122,8 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/v1/updates", a.updater.Handler())
 	mux.Handle("/v1/updates/", a.updater.Handler())
+	mux.Handle("/v1/models/", tfserving.New(served, tfserving.Options{Metrics: m,
+		Logger: log.With("component", "tfserving"), MaxBodyBytes: int64(cfg.MaxBodyBytes)}))
 	mux.Handle("/", api)
 	a.handler = mux
 	a.grpc, a.grpcAPI = grpcapi.NewGRPCServer(served, grpcapi.Options{Metrics: m,
@@ -116,6 +133,23 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 
 // Updater returns the agent's over-the-air updater.
 func (a *Agent) Updater() *update.Updater { return a.updater }
+
+// Telemetry returns the agent's telemetry, nil when it is disabled.
+func (a *Agent) Telemetry() *telemetry.Telemetry { return a.tel }
+
+// AttachFleet ships the agent's telemetry to the hub of an enrolled fleet
+// client: over its MQTT connection, or over QUIC when so configured. It
+// does nothing when telemetry is disabled.
+func (a *Agent) AttachFleet(c *fleet.Client) error {
+	if a.tel == nil {
+		return nil
+	}
+	up, err := telemetry.FleetUplink(c, a.cfg.Telemetry.QUIC)
+	if err != nil {
+		return err
+	}
+	return a.tel.Attach(up)
+}
 
 // Models returns the agent's model manager.
 func (a *Agent) Models() *models.Manager { return a.models }
@@ -204,6 +238,9 @@ func (a *Agent) updateCacheMetrics() {
 // (up to DrainTimeout) and the cache is closed.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.cache.Close()
+	if a.tel != nil {
+		defer a.tel.Close()
+	}
 	if err := a.updater.Recover(ctx); err != nil {
 		a.log.Error("recovering interrupted updates", "err", err)
 	}
@@ -265,6 +302,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.grpcAPI.SyncHealth()
 	close(a.ready)
 	a.updater.Start(ctx)
+	// Telemetry outlives the drain below, so its last snapshot counts
+	// the last requests.
+	telCtx, stopTel := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTel()
+	telDone := make(chan struct{})
+	go func() {
+		defer close(telDone)
+		if a.tel != nil {
+			a.tel.Run(telCtx)
+		}
+	}()
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
@@ -299,6 +347,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	wg.Wait()
+	stopTel()
+	<-telDone
 	a.updater.Close()
 	a.models.Close()
 	if a.cfg.Unix != "" {

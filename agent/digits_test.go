@@ -8,6 +8,7 @@ import (
 	"strings"
 	"encoding/binary"
 	"encoding/csv"
+	"encoding/json"
 	"math"
 	"strconv"
 	"testing"
@@ -149,5 +150,76 @@ func TestSampleRequest(t *testing.T) {
 	}
 	if p := argmax10(got.Outputs[0].Data, 0); p != want {
 		t.Fatalf("sample predicted %d, its label is %d", p, want)
+	}
+}
+
+// TestTFServingPredict serves the digits CNN through TF Serving's REST API
+// (row and columnar forms, version and label paths) on the real agent.
+func TestTFServingPredict(t *testing.T) {
+	cnn := testenv.Fixture(t, "digits/cnn.onnx")
+	test := loadDigits(t, "test.csv")
+	r := startAgent(t, config.Config{Models: map[string]models.Settings{"digits-cnn": {Labels: map[string]string{"stable": "1"}}}},
+		map[string][]byte{"digits-cnn": cnn})
+	img := func(i int) string {
+		var sb strings.Builder
+		sb.WriteString("[[")
+		for y := range 8 {
+			if y > 0 {
+				sb.WriteString(",")
+			}
+			sb.WriteString("[")
+			for x := range 8 {
+				if x > 0 {
+					sb.WriteString(",")
+				}
+				sb.WriteString(strconv.FormatFloat(float64(test.pixels[i][8*y+x]), 'g', -1, 32))
+			}
+			sb.WriteString("]")
+		}
+		sb.WriteString("]]")
+		return sb.String()
+	}
+	for _, path := range []string{"/v1/models/digits-cnn:predict", "/v1/models/digits-cnn/versions/1:predict", "/v1/models/digits-cnn/labels/stable:predict"} {
+		body := `{"instances":[` + img(1) + `,` + img(2) + `]}`
+		resp, err := http.Post(r.rest.Base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var out struct {
+			Predictions [][]float64 `json:"predictions"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(b, &out) != nil || len(out.Predictions) != 2 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		for k, row := range out.Predictions {
+			best := 0
+			for j := range row {
+				if row[j] > row[best] {
+					best = j
+				}
+			}
+			if best != test.labels[1+k] {
+				t.Errorf("%s: instance %d predicted %d, label %d", path, k, best, test.labels[1+k])
+			}
+		}
+	}
+	resp, err := http.Get(r.rest.Base + "/v1/models/digits-cnn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"state":"AVAILABLE"`) {
+		t.Errorf("model status: %s", b)
+	}
+	resp, err = http.Post(r.rest.Base+"/v1/models/nope:predict", "application/json", strings.NewReader(`{"instances":[1]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown model: %d", resp.StatusCode)
 	}
 }

@@ -14,9 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 )
+
+// Request is one caller's inputs and requested outputs (empty: all).
+type Request struct {
+	Inputs  []tensor.Tensor
+	Outputs []string
+}
 
 // RunFunc runs one (possibly merged) request on the model: typically a
 // session run. outputs selects and orders the outputs; empty means all in
@@ -30,8 +35,10 @@ const (
 )
 
 var (
-	// ErrClosed is returned by Submit after Close. It wraps models.ErrUnavailable.
-	ErrClosed = fmt.Errorf("batcher is closed: %w", models.ErrUnavailable)
+	// ErrClosed is returned by Submit after Close.
+	ErrClosed = errors.New("batcher is closed")
+	// ErrQueueFull is returned by Submit at once when MaxQueue requests wait.
+	ErrQueueFull = errors.New("batch queue is full")
 	// ErrSplit is wrapped by the errors of every request in a batch whose
 	// outputs could not be split back: an output's dimension 0 was not the
 	// batch total, so the model is not batch-major.
@@ -54,7 +61,7 @@ type Options struct {
 	// taken. Sizes above MaxBatchSize or below 1 are ignored.
 	PreferredBatchSizes []int
 	// MaxQueue bounds the requests waiting to be batched; when that many
-	// wait, Submit fails at once with an error wrapping models.ErrOverloaded.
+	// wait, Submit fails at once with an error wrapping ErrQueueFull.
 	// 0 or less means DefaultMaxQueue.
 	MaxQueue int
 	// Workers is how many batches may run at once (the model's instances).
@@ -94,7 +101,7 @@ type Batcher struct {
 // call is one submitted request.
 type call struct {
 	ctx  context.Context
-	req  *models.InferRequest
+	req  *Request
 	rows int64  // dimension 0 of every input; 0 when the request cannot be merged
 	key  string // compatibility key; "" when the request cannot be merged
 	at   time.Time
@@ -143,10 +150,10 @@ func (b *Batcher) Len() int { return int(b.queued.Load()) }
 
 // Submit queues req, waits for its batch to run and returns req's outputs
 // (requested outputs in order; all outputs when req.Outputs is empty). It
-// fails at once with an error wrapping models.ErrOverloaded when the queue is
+// fails at once with an error wrapping ErrQueueFull when the queue is
 // full, and with ErrClosed after Close. When ctx ends first, Submit returns
 // ctx's error at once; a request still queued then is never run.
-func (b *Batcher) Submit(ctx context.Context, req *models.InferRequest) ([]tensor.Tensor, error) {
+func (b *Batcher) Submit(ctx context.Context, req *Request) ([]tensor.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -160,7 +167,7 @@ func (b *Batcher) Submit(ctx context.Context, req *models.InferRequest) ([]tenso
 	}
 	if len(b.queue) >= b.maxQueue {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d requests waiting to be batched", models.ErrOverloaded, b.maxQueue)
+		return nil, fmt.Errorf("%w: %d requests waiting to be batched", ErrQueueFull, b.maxQueue)
 	}
 	b.queue = append(b.queue, c)
 	b.queued.Store(int64(len(b.queue)))
@@ -449,7 +456,7 @@ func batchContext(batch []*call) (context.Context, func()) {
 
 // classify returns a request's rows and compatibility key, or (0, "") when
 // it cannot be merged with others.
-func classify(req *models.InferRequest) (int64, string) {
+func classify(req *Request) (int64, string) {
 	if len(req.Inputs) == 0 {
 		return 0, ""
 	}
@@ -540,7 +547,7 @@ func merge(batch []*call, total int64) []tensor.Tensor {
 }
 
 // input returns req's input named name, looking at position i first.
-func input(req *models.InferRequest, i int, name string) *tensor.Tensor {
+func input(req *Request, i int, name string) *tensor.Tensor {
 	if i < len(req.Inputs) && req.Inputs[i].Name == name {
 		return &req.Inputs[i]
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/batching"
-	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 )
@@ -23,7 +22,7 @@ type submitted struct {
 
 // submitAll submits reqs concurrently, waits until all are queued (the
 // worker is held by the gate), and returns channels with their results.
-func submitAll(t *testing.T, b *batching.Batcher, reqs []*models.InferRequest) []chan submitted {
+func submitAll(t *testing.T, b *batching.Batcher, reqs []*batching.Request) []chan submitted {
 	t.Helper()
 	res := make([]chan submitted, len(reqs))
 	before := b.Len()
@@ -40,7 +39,7 @@ func submitAll(t *testing.T, b *batching.Batcher, reqs []*models.InferRequest) [
 }
 
 // start submits req without waiting for it to queue (it may run at once).
-func start(b *batching.Batcher, req *models.InferRequest) chan submitted {
+func start(b *batching.Batcher, req *batching.Request) chan submitted {
 	c := make(chan submitted, 1)
 	go func() {
 		outs, err := b.Submit(context.Background(), req)
@@ -84,7 +83,7 @@ func TestMergeSplitExact(t *testing.T) {
 			release := g.block()
 			blocker := []chan submitted{start(b, identityRequest(1, 99, tc.outputs))}
 			g.waitEntered(t)
-			var reqs []*models.InferRequest
+			var reqs []*batching.Request
 			for i, n := range tc.rows {
 				reqs = append(reqs, identityRequest(n, i, tc.outputs))
 			}
@@ -126,7 +125,7 @@ func TestDigitsBatchedEqualsUnbatched(t *testing.T) {
 	release := g.block()
 	blocker := []chan submitted{start(b, digitsRequest(px, 0, 1))}
 	g.waitEntered(t)
-	var reqs []*models.InferRequest
+	var reqs []*batching.Request
 	for from, i := 0, 0; from < len(px); i++ {
 		n := min([]int{1, 3, 2, 5, 1, 7}[i%6], len(px)-from)
 		reqs = append(reqs, digitsRequest(px, from, n))
@@ -223,10 +222,10 @@ func TestQueueFullRejectsAtOnce(t *testing.T) {
 	release := g.block()
 	blocker := []chan submitted{start(b, identityRequest(8, 1, nil))} // a full batch: runs at once
 	g.waitEntered(t)
-	queued := submitAll(t, b, []*models.InferRequest{identityRequest(1, 2, nil), identityRequest(1, 3, nil)})
+	queued := submitAll(t, b, []*batching.Request{identityRequest(1, 2, nil), identityRequest(1, 3, nil)})
 
 	_, err := b.Submit(context.Background(), identityRequest(1, 4, nil))
-	if !errors.Is(err, models.ErrOverloaded) {
+	if !errors.Is(err, batching.ErrQueueFull) {
 		t.Fatalf("Submit on a full queue: %v, want ErrOverloaded", err)
 	}
 	if b.Len() != 2 {
@@ -280,7 +279,7 @@ func TestContextEndsWhileQueued(t *testing.T) {
 			if b.Len() != 0 {
 				t.Errorf("queue length %d after the request left, want 0", b.Len())
 			}
-			after := submitAll(t, b, []*models.InferRequest{identityRequest(2, 3, nil)})
+			after := submitAll(t, b, []*batching.Request{identityRequest(2, 3, nil)})
 			release()
 			for _, c := range append(blocker, after...) {
 				if r := recv(t, c); r.err != nil {
@@ -316,7 +315,7 @@ func TestContextEndsWhileRunning(t *testing.T) {
 	}()
 	waitFor(t, "queued", func() bool { return b.Len() == 1 })
 	staying := identityRequest(3, 3, nil)
-	stay := submitAll(t, b, []*models.InferRequest{staying})
+	stay := submitAll(t, b, []*batching.Request{staying})
 	release := g.block() // holds the merged batch
 	releaseBlocker()
 	if r := recv(t, blocker[0]); r.err != nil {
@@ -360,7 +359,7 @@ func TestWhatRunsAlone(t *testing.T) {
 	}
 	badData := identityRequest(2, 6, nil)
 	badData.Inputs[1].Data = badData.Inputs[1].Data[:1]
-	reqs := []*models.InferRequest{
+	reqs := []*batching.Request{
 		identityRequest(6, 1, nil),                  // 0: over max (4): alone
 		identityRequest(1, 2, nil),                  // 1: merges with 3
 		identityRequest(2, 3, []string{"out_FP32"}), // 2: other outputs: alone
@@ -425,7 +424,7 @@ func TestFailedBatchRerunsAlone(t *testing.T) {
 	release := g.block()
 	blocker := []chan submitted{start(b, identityRequest(8, 0, nil))}
 	g.waitEntered(t)
-	reqs := []*models.InferRequest{identityRequest(2, 1, nil), identityRequest(3, 2, nil), identityRequest(1, 3, nil)}
+	reqs := []*batching.Request{identityRequest(2, 1, nil), identityRequest(3, 2, nil), identityRequest(1, 3, nil)}
 	res := submitAll(t, b, reqs)
 	release()
 	if r := recv(t, blocker[0]); r.err == nil {
@@ -468,7 +467,7 @@ func TestUnsplittableOutputs(t *testing.T) {
 	release := g.block()
 	blocker := []chan submitted{start(b, identityRequest(1, 0, []string{"out_INT32"}))}
 	g.waitEntered(t)
-	res := submitAll(t, b, []*models.InferRequest{identityRequest(1, 1, []string{"out_INT32"}), identityRequest(2, 2, []string{"out_INT32"})})
+	res := submitAll(t, b, []*batching.Request{identityRequest(1, 1, []string{"out_INT32"}), identityRequest(2, 2, []string{"out_INT32"})})
 	release()
 	recv(t, blocker[0])
 	for i, c := range res {
@@ -505,7 +504,7 @@ func TestScheduling(t *testing.T) {
 			var sz sizes
 			tc.opts.ObserveBatch = sz.observe
 			b := newBatcher(t, runOf(s), tc.opts)
-			var reqs []*models.InferRequest
+			var reqs []*batching.Request
 			for i, n := range tc.rows {
 				reqs = append(reqs, identityRequest(n, i, nil))
 			}
@@ -545,7 +544,7 @@ func TestClose(t *testing.T) {
 	held := []chan submitted{start(b, identityRequest(2, 0, nil)), start(b, identityRequest(2, 1, nil))}
 	g.waitEntered(t)
 	g.waitEntered(t)
-	queued := submitAll(t, b, []*models.InferRequest{identityRequest(1, 2, nil), identityRequest(1, 3, nil), identityRequest(2, 4, nil)})
+	queued := submitAll(t, b, []*batching.Request{identityRequest(1, 2, nil), identityRequest(1, 3, nil), identityRequest(2, 4, nil)})
 	closed := make(chan struct{})
 	go func() { b.Close(); close(closed) }()
 	waitFor(t, "closing", func() bool {
@@ -553,7 +552,7 @@ func TestClose(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 		defer cancel()
 		_, err := b.Submit(ctx, identityRequest(1, 5, nil))
-		return errors.Is(err, batching.ErrClosed) && errors.Is(err, models.ErrUnavailable)
+		return errors.Is(err, batching.ErrClosed)
 	})
 	release()
 	<-closed

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/batching"
-	"github.com/edgefleet/edgefleet/agent/models"
 )
 
 // BenchmarkDigitsConcurrency32 serves one-row digits CNN requests from 32
@@ -20,13 +19,13 @@ func BenchmarkDigitsConcurrency32(b *testing.B) {
 	s := session(b, "digits/cnn.onnx")
 	px := digits(b)
 	const instances, concurrency = 2, 32
-	reqs := make([]*models.InferRequest, len(px))
+	reqs := make([]*batching.Request, len(px))
 	for i := range reqs {
 		reqs[i] = digitsRequest(px, i, 1)
 	}
 	parallelism := max(1, concurrency/goruntime.GOMAXPROCS(0))
 
-	drive := func(b *testing.B, infer func(*models.InferRequest) error) {
+	drive := func(b *testing.B, infer func(*batching.Request) error) {
 		var next atomic.Int64
 		b.SetParallelism(parallelism)
 		b.ReportAllocs()
@@ -45,7 +44,7 @@ func BenchmarkDigitsConcurrency32(b *testing.B) {
 
 	b.Run("batching=off", func(b *testing.B) {
 		slots := make(chan struct{}, instances)
-		drive(b, func(r *models.InferRequest) error {
+		drive(b, func(r *batching.Request) error {
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			_, err := s.Run(r.Inputs, nil)
@@ -69,7 +68,7 @@ func BenchmarkDigitsConcurrency32(b *testing.B) {
 			bt := batching.New(runOf(s), tc.opts)
 			defer bt.Close()
 			ctx := context.Background()
-			drive(b, func(r *models.InferRequest) error {
+			drive(b, func(r *batching.Request) error {
 				_, err := bt.Submit(ctx, r)
 				return err
 			})

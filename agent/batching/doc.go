@@ -29,7 +29,7 @@
 // # Errors and deadlines
 //
 // The queue is bounded: when Options.MaxQueue requests wait, Submit fails at
-// once with an error wrapping models.ErrOverloaded. A request whose context
+// once with an error wrapping ErrQueueFull. A request whose context
 // ends while queued is dropped, never run, and Submit returns the context's
 // error. A request whose context ends while its batch runs gets the error at
 // once; the batch still completes for the others, and the batch's context

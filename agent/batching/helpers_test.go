@@ -14,7 +14,6 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/batching"
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
-	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 )
@@ -53,8 +52,8 @@ func runOf(s *runtime.Session) func(context.Context, []tensor.Tensor, []string) 
 
 // identityRequest builds an [n,3] request for identity_all.onnx whose every
 // element depends on seed, so that rows of different requests differ.
-func identityRequest(n int64, seed int, outputs []string) *models.InferRequest {
-	req := &models.InferRequest{Outputs: outputs}
+func identityRequest(n int64, seed int, outputs []string) *batching.Request {
+	req := &batching.Request{Outputs: outputs}
 	for _, dt := range identityDTypes {
 		t := tensor.Tensor{Name: "in_" + dt.String(), DType: dt, Shape: []int64{n, 3}}
 		switch dt {
@@ -230,12 +229,12 @@ func digits(t testing.TB) [][]float32 {
 }
 
 // digitsRequest builds an [n,1,8,8] request from rows [from, from+n).
-func digitsRequest(px [][]float32, from, n int) *models.InferRequest {
+func digitsRequest(px [][]float32, from, n int) *batching.Request {
 	var data []byte
 	for i := from; i < from+n; i++ {
 		for _, v := range px[i%len(px)] {
 			data = binary.LittleEndian.AppendUint32(data, math.Float32bits(v))
 		}
 	}
-	return &models.InferRequest{Inputs: []tensor.Tensor{{Name: "input", DType: tensor.FP32, Shape: []int64{int64(n), 1, 8, 8}, Data: data}}}
+	return &batching.Request{Inputs: []tensor.Tensor{{Name: "input", DType: tensor.FP32, Shape: []int64{int64(n), 1, 8, 8}, Data: data}}}
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/batching"
 	"github.com/edgefleet/edgefleet/agent/metrics"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/tensor"
@@ -40,6 +41,20 @@ type Settings struct {
 	VersionPolicy VersionPolicy `yaml:"version_policy,omitempty" json:"version_policy,omitempty"`
 	// Labels map names such as "stable" and "canary" to versions (TF Serving's version labels).
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	// Batching enables dynamic batching for models whose inputs and outputs
+	// all have a dynamic first (batch) dimension; nil means off.
+	Batching *Batching `yaml:"dynamic_batching,omitempty" json:"dynamic_batching,omitempty"`
+}
+
+// Batching configures dynamic batching (as Triton's dynamic_batching).
+type Batching struct {
+	// MaxBatchSize is the most rows in one merged run; 0 means 8.
+	MaxBatchSize int `yaml:"max_batch_size,omitempty" json:"max_batch_size,omitempty"`
+	// MaxQueueDelayMicros is how long the oldest request may wait for others
+	// to join its batch; 0 dispatches as soon as an instance is free.
+	MaxQueueDelayMicros int `yaml:"max_queue_delay_us,omitempty" json:"max_queue_delay_us,omitempty"`
+	// PreferredBatchSizes are batch sizes dispatched without waiting further.
+	PreferredBatchSizes []int `yaml:"preferred_batch_sizes,omitempty" json:"preferred_batch_sizes,omitempty"`
 }
 
 // VersionPolicy selects versions to serve, like TF Serving's
@@ -115,6 +130,9 @@ func (s Settings) Merge(d Settings) Settings {
 	if s.Labels == nil {
 		s.Labels = d.Labels
 	}
+	if s.Batching == nil {
+		s.Batching = d.Batching
+	}
 	if s.DeviceID == 0 {
 		s.DeviceID = d.DeviceID
 	}
@@ -136,6 +154,9 @@ func (s Settings) Validate() error {
 	}
 	if err := s.VersionPolicy.Validate(); err != nil {
 		return err
+	}
+	if b := s.Batching; b != nil && (b.MaxBatchSize < 0 || b.MaxQueueDelayMicros < 0) {
+		return errors.New("dynamic_batching: sizes and delays must not be negative")
 	}
 	return runtime.ValidateProviders(s.Providers)
 }
@@ -173,6 +194,7 @@ type version struct {
 	name, version string
 	sess          *runtime.Session
 	slots         chan struct{} // one token per instance
+	batcher       *batching.Batcher // non-nil when dynamic batching is on
 	waiting       atomic.Int64
 	maxQueue      int64
 	refs          sync.WaitGroup // requests holding the version
@@ -250,6 +272,13 @@ func (m *Manager) Load(ctx context.Context, req LoadRequest) error {
 	for range s.Instances {
 		v.slots <- struct{}{}
 	}
+	if s.Batching != nil {
+		if why := batchable(sess); why != "" {
+			m.log.Warn("dynamic batching not enabled", "model", req.Name, "version", req.Version, "reason", why)
+		} else {
+			v.batcher = m.newBatcher(v, s)
+		}
+	}
 	v.params = map[string]string{}
 	maps.Copy(v.params, req.Parameters)
 	v.params["execution_provider"] = sess.Provider()
@@ -258,6 +287,7 @@ func (m *Manager) Load(ctx context.Context, req LoadRequest) error {
 		v.params["fallback_reason"] = r
 	}
 	v.params["instances"] = strconv.Itoa(s.Instances)
+	v.params["dynamic_batching"] = strconv.FormatBool(v.batcher != nil)
 	v.params["intra_op_threads"] = strconv.Itoa(s.IntraOpThreads)
 	v.params["load_seconds"] = strconv.FormatFloat(took.Seconds(), 'f', 4, 64)
 	v.meta = Metadata{Name: req.Name, Platform: Platform,
@@ -327,6 +357,9 @@ func (m *Manager) Unload(name, ver string) error {
 // retire waits for the requests holding v and closes its sessions.
 func (m *Manager) retire(v *version) {
 	v.refs.Wait()
+	if v.batcher != nil {
+		v.batcher.Close()
+	}
 	if err := v.sess.Close(); err != nil {
 		m.log.Warn("closing session", "model", v.name, "version", v.version, "err", err)
 	}
@@ -532,6 +565,14 @@ func (m *Manager) Infer(ctx context.Context, name, ver string, req *InferRequest
 		g.Inc()
 		defer g.Dec()
 	}
+	if v.batcher != nil {
+		outs, err := v.batcher.Submit(ctx, &batching.Request{Inputs: req.Inputs, Outputs: req.Outputs})
+		if err != nil {
+			return nil, m.runError(name, v, err)
+		}
+		m.outputs.ObserveOutputs(v.name, v.version, outs)
+		return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: outs}, nil
+	}
 	// Wait for an instance, within the queue bound.
 	queued := time.Now()
 	select {
@@ -553,24 +594,71 @@ func (m *Manager) Infer(ctx context.Context, name, ver string, req *InferRequest
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	res, err := v.sess.Run(req.Inputs, req.Outputs)
 	if mt != nil {
-		mt.QueueDuration.WithLabelValues(v.name, v.version).Observe(start.Sub(queued).Seconds())
+		mt.QueueDuration.WithLabelValues(v.name, v.version).Observe(time.Since(queued).Seconds())
+	}
+	res, err := m.run(v, req.Inputs, req.Outputs)
+	if err != nil {
+		return nil, m.runError(name, v, err)
+	}
+	m.outputs.ObserveOutputs(v.name, v.version, res.Outputs)
+	return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: res.Outputs}, nil
+}
+
+// run executes one session run and records compute time and fallbacks.
+func (m *Manager) run(v *version, inputs []tensor.Tensor, outputs []string) (runtime.RunResult, error) {
+	start := time.Now()
+	res, err := v.sess.Run(inputs, outputs)
+	if mt := m.metrics; mt != nil {
 		mt.ComputeDuration.WithLabelValues(v.name, v.version, res.Provider).Observe(time.Since(start).Seconds())
 		if res.FellBack {
 			mt.Fallbacks.WithLabelValues(v.name, v.version, v.sess.RequestedProvider(), runtime.ProviderCPU).Inc()
 			mt.Degraded.WithLabelValues(v.name, v.version).Set(1)
 		}
 	}
-	if err != nil {
-		if errors.Is(err, runtime.ErrInvalidInput) {
-			return nil, fmt.Errorf("model %q: %w: %w", name, ErrInvalidInput, err)
-		}
-		return nil, fmt.Errorf("model %q version %q: %w", name, v.version, err)
+	return res, err
+}
+
+// runError wraps a run failure for the front ends.
+func (m *Manager) runError(name string, v *version, err error) error {
+	switch {
+	case errors.Is(err, runtime.ErrInvalidInput):
+		return fmt.Errorf("model %q: %w: %w", name, ErrInvalidInput, err)
+	case errors.Is(err, batching.ErrQueueFull):
+		return fmt.Errorf("model %q version %q: %w: %w", name, v.version, ErrOverloaded, err)
+	case errors.Is(err, batching.ErrClosed):
+		return fmt.Errorf("model %q version %q: %w: %w", name, v.version, ErrUnavailable, err)
 	}
-	m.outputs.ObserveOutputs(v.name, v.version, res.Outputs)
-	return &InferResponse{ModelName: v.name, ModelVersion: v.version, ID: req.ID, Outputs: res.Outputs}, nil
+	return fmt.Errorf("model %q version %q: %w", name, v.version, err)
+}
+
+// batchable explains why a session cannot be batched ("" when it can): every
+// input and output needs a dynamic first dimension.
+func batchable(s *runtime.Session) string {
+	for _, io := range append(slices.Clone(s.Inputs()), s.Outputs()...) {
+		if len(io.Shape) == 0 || io.Shape[0] != -1 {
+			return fmt.Sprintf("%q has no dynamic batch dimension (shape %v)", io.Name, io.Shape)
+		}
+	}
+	return ""
+}
+
+// newBatcher builds the dynamic batcher of a version: merged runs use the
+// version's instances as workers.
+func (m *Manager) newBatcher(v *version, s Settings) *batching.Batcher {
+	b := s.Batching
+	return batching.New(func(ctx context.Context, in []tensor.Tensor, outs []string) ([]tensor.Tensor, error) {
+		res, err := m.run(v, in, outs)
+		return res.Outputs, err
+	}, batching.Options{
+		MaxBatchSize:        b.MaxBatchSize,
+		MaxQueueDelay:       time.Duration(b.MaxQueueDelayMicros) * time.Microsecond,
+		PreferredBatchSizes: b.PreferredBatchSizes,
+		MaxQueue:            max(s.MaxQueue, s.Instances),
+		Workers:             s.Instances,
+		Logger:              m.log.With("model", v.name, "version", v.version),
+		ObserveBatch:        func(n int) { m.outputs.ObserveBatch(v.name, v.version, n) },
+	})
 }
 
 // warmUp runs the model once on zero inputs (dynamic dimensions set to 1) so

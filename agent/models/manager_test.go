@@ -1,7 +1,9 @@
 package models_test
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
 	"github.com/edgefleet/edgefleet/agent/metrics"
@@ -315,5 +318,68 @@ func TestSetDefaultVersion(t *testing.T) {
 	}
 	if resp, _ := m.Infer(context.Background(), "id", "", doubleReq(1)); resp.ModelVersion != "2" {
 		t.Fatalf("default after unpin = %s, want latest 2", resp.ModelVersion)
+	}
+}
+
+func TestDynamicBatchingExact(t *testing.T) {
+	testenv.InitORT(t)
+	reg := prometheus.NewRegistry()
+	outs := metrics.NewOutputs(reg)
+	m := models.NewManager(models.Options{Metrics: metrics.New(reg), Outputs: outs})
+	t.Cleanup(m.Close)
+	cnn := testenv.Fixture(t, "digits/cnn.onnx")
+	mustLoad(t, m, "plain", "1", cnn, models.Settings{})
+	mustLoad(t, m, "batched", "1", cnn, models.Settings{Instances: 1,
+		Batching: &models.Batching{MaxBatchSize: 16, MaxQueueDelayMicros: 2000}})
+	if md, _ := m.ModelMetadata("batched", ""); md.Parameters["dynamic_batching"] != "true" {
+		t.Fatalf("batching not on: %v", md.Parameters)
+	}
+	// 48 concurrent requests of 1 to 3 rows each.
+	var wg sync.WaitGroup
+	for i := range 48 {
+		wg.Go(func() {
+			n := int64(1 + i%3)
+			px := make([]float32, n*64)
+			for j := range px {
+				px[j] = float32((i*31+j*7)%17) / 16
+			}
+			in := tensor.Tensor{Name: "input", DType: tensor.FP32, Shape: []int64{n, 1, 8, 8}, Data: make([]byte, 4*len(px))}
+			for j, v := range px {
+				putF32(in.Data[4*j:], v)
+			}
+			req := func() *models.InferRequest { return &models.InferRequest{Inputs: []tensor.Tensor{in}} }
+			got, err := m.Infer(context.Background(), "batched", "", req())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			want, err := m.Infer(context.Background(), "plain", "", req())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !slices.Equal(got.Outputs[0].Shape, []int64{n, 10}) || !bytes.Equal(got.Outputs[0].Data, want.Outputs[0].Data) {
+				t.Errorf("request %d: batched logits differ from unbatched", i)
+			}
+		})
+	}
+	wg.Wait()
+	h := &dto.Metric{}
+	if err := outs.BatchSize.WithLabelValues("batched", "1").(prometheus.Histogram).Write(h); err != nil {
+		t.Fatal(err)
+	}
+	runs, rows := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum()
+	if runs == 0 || rows <= float64(runs) {
+		t.Errorf("%d batched runs carried %v rows: nothing was merged", runs, rows)
+	}
+	t.Logf("%v rows in %d runs", rows, runs)
+}
+
+func TestBatchingNeedsDynamicBatchDim(t *testing.T) {
+	m, _ := newManager(t)
+	// Silero's sr input is a scalar: it cannot be batched, so it is served unbatched.
+	mustLoad(t, m, "silero", "1", testenv.Model(t, "silero_vad_op18_ifless.onnx"), models.Settings{Batching: &models.Batching{}})
+	if md, _ := m.ModelMetadata("silero", ""); md.Parameters["dynamic_batching"] != "false" {
+		t.Fatalf("batching enabled on an unbatchable model: %v", md.Parameters)
 	}
 }
