@@ -28,8 +28,8 @@ import (
 	"github.com/edgefleet/edgefleet/agent/metrics"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
-	"github.com/edgefleet/edgefleet/agent/tfserving"
 	"github.com/edgefleet/edgefleet/agent/telemetry"
+	"github.com/edgefleet/edgefleet/agent/tfserving"
 	"github.com/edgefleet/edgefleet/agent/update"
 )
 

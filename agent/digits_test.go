@@ -3,14 +3,14 @@ package agent_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"net/http"
-	"strings"
 	"encoding/binary"
 	"encoding/csv"
 	"encoding/json"
+	"io"
 	"math"
+	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/edgefleet/edgefleet/agent/config"

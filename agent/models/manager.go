@@ -193,7 +193,7 @@ type model struct {
 type version struct {
 	name, version string
 	sess          *runtime.Session
-	slots         chan struct{} // one token per instance
+	slots         chan struct{}     // one token per instance
 	batcher       *batching.Batcher // non-nil when dynamic batching is on
 	waiting       atomic.Int64
 	maxQueue      int64

@@ -3,9 +3,9 @@ package models_test
 import (
 	"bytes"
 	"context"
-	"slices"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
