@@ -114,7 +114,11 @@ func startAgentProc(ctx context.Context, data string) (*agentProc, error) {
 		return nil, err
 	}
 	p := &agentProc{http: freePort(), grpc: freePort()}
-	p.cmd = exec.CommandContext(ctx, exe, "agent", "--data", data, "--http", p.http, "--grpc", p.grpc, "--log-level", "warn")
+	args := []string{"agent", "--data", data, "--http", p.http, "--grpc", p.grpc, "--log-level", "warn"}
+	if cfg := filepath.Join(data, "bench-agent.yaml"); fileExists(cfg) {
+		args = append(args, "--config", cfg)
+	}
+	p.cmd = exec.CommandContext(ctx, exe, args...)
 	p.cmd.Stderr = os.Stderr
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
@@ -155,12 +159,12 @@ func (p *agentProc) stop() {
 
 func newBenchServingCmd() *cobra.Command {
 	var (
-		modelPath, name, out   string
-		nodeModules, swapModel string
-		cycles                 int
-		shapes                 []string
-		conc                   []int
-		dur                    time.Duration
+		modelPath, name, out         string
+		nodeModules, swapModel       string
+		cycles, batchMax, batchDelay int
+		shapes                       []string
+		conc                         []int
+		dur                          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serving",
@@ -205,6 +209,16 @@ func newBenchServingCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The same model a second time, served with dynamic batching.
+			batchedName := name + "-batched"
+			cfgYAML := fmt.Sprintf("models:\n  %s:\n    dynamic_batching: {max_batch_size: %d, max_queue_delay_us: %d}\n", batchedName, batchMax, batchDelay)
+			if err := os.WriteFile(filepath.Join(data, "bench-agent.yaml"), []byte(cfgYAML), 0o644); err != nil {
+				return err
+			}
+			if _, err := c.ImportModel(ctx, batchedName, "1", model, cache.VersionRecord{Source: "file:" + modelPath}); err != nil {
+				c.Close()
+				return err
+			}
 			if _, err := c.ImportModel(ctx, name, "1", model, cache.VersionRecord{Source: "file:" + modelPath}); err != nil {
 				c.Close()
 				return err
@@ -242,6 +256,10 @@ func newBenchServingCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			grpcBatched, err := loadgen.GRPCTarget(g, name+"-batched", "", req, true)
+			if err != nil {
+				return err
+			}
 			var nodePeers []nodePeer
 			if nodeModules != "" {
 				for _, workers := range []int{1, 2} {
@@ -274,6 +292,9 @@ func newBenchServingCmd() *cobra.Command {
 				row(loadgen.Run(ctx, "transport floor: REST GET /v2/health/live", liveTarget(rest), opts))
 				row(loadgen.Run(ctx, "transport floor: gRPC ServerLive", grpcLiveTarget(g), opts))
 				row(loadgen.Run(ctx, "agent gRPC (raw)", grpcRaw, opts))
+				if cc > 1 {
+					row(loadgen.Run(ctx, "agent gRPC (raw), dynamic batching", grpcBatched, opts))
+				}
 				row(loadgen.Run(ctx, "agent REST binary", restBin, opts))
 				row(loadgen.Run(ctx, "agent REST JSON", restJSON, opts))
 				for _, np := range nodePeers {
@@ -313,6 +334,8 @@ func newBenchServingCmd() *cobra.Command {
 	f.StringVar(&out, "out", "", "also write the table to this file")
 	f.StringVar(&nodeModules, "node-peer", "", "node_modules folder with onnxruntime-node: also measure the Node.js peer server (1 process and a 2-worker cluster)")
 	f.StringVar(&swapModel, "swap-model", "", "measure p99 while this model is loaded and unloaded in a loop")
+	f.IntVar(&batchMax, "batch-max", 16, "max_batch_size of the dynamic-batching rows")
+	f.IntVar(&batchDelay, "batch-delay-us", 100, "max_queue_delay_us of the dynamic-batching rows")
 	f.IntVar(&cycles, "cycles", 0, "load/unload cycles of --swap-model (or --model) for the RSS growth row")
 	return cmd
 }
@@ -545,4 +568,9 @@ func grpcLiveTarget(g *v2client.GRPC) loadgen.Target {
 		_, err := g.Client.ServerLive(ctx, &inferencepb.ServerLiveRequest{})
 		return err
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
