@@ -197,7 +197,7 @@ type quantizeFlags struct {
 	out, calib, method, report, ortLib             string
 	weightType, activationType                     string
 	excludeNodes, excludeOps, includeOps, fp16Keep []string
-	perTensor, strip, fp16IO                       bool
+	perTensor, perChannel, strip, fp16IO           bool
 	percentile                                     float64
 	data                                           datasetFlags
 	eval, metric, evalOutput                       string
@@ -209,6 +209,7 @@ type quantizeFlags struct {
 func (f *quantizeFlags) options(g *globalFlags, in string) (quantize.Options, error) {
 	o := quantize.Options{
 		PerTensor:         f.perTensor,
+		DynamicPerChannel: f.perChannel,
 		Percentile:        f.percentile,
 		ExcludeNodes:      f.excludeNodes,
 		ExcludeOpTypes:    f.excludeOps,
@@ -294,6 +295,9 @@ func newQuantizeModeCmd(g *globalFlags, mode quantize.Mode) *cobra.Command {
 		f.weightType, f.activationType = "int8", "int8"
 		fl.StringSliceVar(&f.fp16Keep, "fp16-block", nil, "operator types kept in float32 besides the default block list")
 		fl.BoolVar(&f.fp16IO, "fp16-io", false, "make the model's float inputs and outputs float16 too")
+	}
+	if mode == quantize.ModeDynamic {
+		fl.BoolVar(&f.perChannel, "per-channel", false, "one weight scale per output channel (onnxruntime: per tensor; Conv per channel needs int8 weights)")
 	}
 	if mode == quantize.ModeStatic {
 		fl.StringVar(&f.activationType, "activation-type", "int8", "activation type: int8 or uint8")

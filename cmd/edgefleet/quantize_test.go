@@ -84,6 +84,7 @@ func TestQuantizeCommand(t *testing.T) {
 		stdout    string
 	}{
 		{"dynamic", []string{"dynamic", cnn}, artifact.PrecisionINT8, "dynamic", "int8-dynamic"},
+		{"dynamic per-channel", []string{"dynamic", cnn, "--per-channel", "--strip-node-metadata"}, artifact.PrecisionINT8, "dynamic", "int8-dynamic"},
 		{"static minmax", append([]string{"static", cnn, "--calib", calib}, csvFlags...), artifact.PrecisionINT8, "static-qdq", "int8-static-qdq"},
 		{"static entropy uint8 per-tensor", append([]string{"static", cnn, "--calib", calib, "--method", "entropy", "--activation-type", "uint8", "--per-tensor"}, csvFlags...),
 			artifact.PrecisionINT8, "static-qdq", "int8-static-qdq"},
