@@ -70,6 +70,8 @@ type Config struct {
 	Models map[string]models.Settings `yaml:"models"`
 	// Update configures over-the-air model updates; see Update.
 	Update Update `yaml:"update"`
+	// Telemetry configures the snapshots shipped to the hub; see Telemetry.
+	Telemetry Telemetry `yaml:"telemetry"`
 }
 
 // ByteSize is a size in bytes that YAML may write as a number or as "64MiB", "2GB".
@@ -160,6 +162,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Update.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Telemetry.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -68,6 +69,18 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 			if fs.Changed("intra-op-threads") {
 				cfg.Defaults.IntraOpThreads = flags.Defaults.IntraOpThreads
 			}
+			if fs.Changed("telemetry-interval") {
+				cfg.Telemetry.Interval = flags.Telemetry.Interval
+			}
+			if fs.Changed("telemetry-budget") {
+				cfg.Telemetry.Budget = flags.Telemetry.Budget
+			}
+			if fs.Changed("telemetry-transport") {
+				cfg.Telemetry.Transport = flags.Telemetry.Transport
+			}
+			if fs.Changed("telemetry-quic") {
+				cfg.Telemetry.QUIC = flags.Telemetry.QUIC
+			}
 			if check {
 				if err := cfg.WithDefaults().Validate(); err != nil {
 					return fmt.Errorf("invalid configuration:\n%w", err)
@@ -96,6 +109,10 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 	f.StringSliceVar(&flags.Defaults.Providers, "providers", []string{"cpu"}, "execution providers in order, e.g. cuda,cpu")
 	f.IntVar(&flags.Defaults.Instances, "instances", 2, "concurrent runs per model")
 	f.IntVar(&flags.Defaults.IntraOpThreads, "intra-op-threads", 1, "onnxruntime intra-op threads per run")
+	f.DurationVar(&flags.Telemetry.Interval, "telemetry-interval", 10*time.Second, "time between telemetry snapshots")
+	f.Var(&flags.Telemetry.Budget, "telemetry-budget", "disk budget of the telemetry queue (e.g. 64MiB; 0 = default)")
+	f.StringVar(&flags.Telemetry.Transport, "telemetry-transport", "mqtt", "how telemetry reaches the hub: mqtt, or quic (falls back to MQTT when UDP is blocked)")
+	f.StringVar(&flags.Telemetry.QUIC, "telemetry-quic", "", "the hub's QUIC address host:port (default: the hub API's host and port)")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
 	cmd.AddCommand(newAgentUpdateCmds(g)...)
 	return cmd
