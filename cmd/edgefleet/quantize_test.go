@@ -144,8 +144,12 @@ func TestQuantizeCommand(t *testing.T) {
 
 	t.Run("sensitivity", func(t *testing.T) {
 		q := filepath.Join(dir, "static minmax.onnx")
-		for _, extra := range [][]string{nil, {"--report", filepath.Join(dir, "static minmax.json")}} {
-			args := append(append([]string{"sensitivity", cnn, q, "--calib", calib}, csvFlags...), extra...)
+		for _, extra := range [][]string{nil, {"--report", filepath.Join(dir, "static minmax.json")}, {"--report", filepath.Join(dir, "dynamic.json")}} {
+			model := q
+			if strings.Contains(strings.Join(extra, " "), "dynamic") {
+				model = filepath.Join(dir, "dynamic.onnx")
+			}
+			args := append(append([]string{"sensitivity", cnn, model, "--calib", calib}, csvFlags...), extra...)
 			stdout, err := execQuantize(t, args...)
 			if err != nil {
 				t.Fatal(err)
