@@ -81,7 +81,8 @@ func (m *Manager) stepRun(ctx context.Context, rn *run, now, wall time.Time) ([]
 	m.refresh(rn, now, wall)
 	switch r.State {
 	case StateRunning, StatePaused:
-		gates, breach := evaluate(r.Spec, rn.devs)
+		gates := evaluate(r.Spec, rn.devs, m.control(rn))
+		breach := rn.sustain(gates, now)
 		rn.gates = gates
 		if breach != "" {
 			m.halt(rn, breach)
@@ -456,14 +457,79 @@ func (m *Manager) reverted(rn *run, wall time.Time) bool {
 	return true
 }
 
-// evaluate computes the gates over rn's devices and returns the first
-// breach, "" when none.
-func evaluate(spec Spec, devs map[string]*Device) ([]GateStatus, string) {
+// control returns the p99 latencies (ms) of the devices that match rn's
+// selector, were not taken in, run another version of the model and have
+// served enough requests: the control group of the latency gate.
+func (m *Manager) control(rn *run) []float64 {
+	spec := rn.r.Spec
+	if spec.Gates.MaxP99Ratio <= 0 {
+		return nil
+	}
+	wall := time.Now()
+	var out []float64
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, o := range m.obs {
+		if !o.known || o.revoked || rn.devs[id] != nil || !o.isOnline(wall) || !rn.sel.Matches(o.labels) {
+			continue
+		}
+		rm, ok := o.models[spec.Model]
+		if !ok || rm.ActiveDigest == spec.Digest || rm.Health.P99Ms <= 0 || rm.Health.Requests < uint64(spec.Gates.MinLatencySamples) {
+			continue
+		}
+		out = append(out, rm.Health.P99Ms)
+	}
+	return out
+}
+
+// sustain holds back a latency breach until it has lasted the gate's
+// LatencySustain, and returns the breach that halts the rollout now, ""
+// when none; the other gates halt at once.
+func (rn *run) sustain(gates []GateStatus, now time.Time) string {
+	held := false
+	for i := range gates {
+		g := &gates[i]
+		if g.Name != gateP99 {
+			continue
+		}
+		if g.OK {
+			rn.latencySince = time.Time{}
+			break
+		}
+		if rn.latencySince.IsZero() {
+			rn.latencySince = now
+		}
+		hold, lasted := time.Duration(rn.r.Spec.Gates.LatencySustain), now.Sub(rn.latencySince)
+		if lasted < hold {
+			held = true
+			g.Detail += fmt.Sprintf(" (breached for %v; halts once it lasts %v)", lasted.Round(time.Millisecond), hold)
+		}
+	}
+	for _, g := range gates {
+		if !g.OK && !(held && g.Name == gateP99) {
+			return fmt.Sprintf("gate %s breached: %s", g.Name, g.why)
+		}
+	}
+	return ""
+}
+
+// Gate names.
+const (
+	gateFailures = "activation_failures"
+	gateErrors   = "error_rate"
+	gateNaN      = "nan_rate"
+	gateP99      = "p99_ratio"
+	gateFallback = "fallback_rate"
+)
+
+// evaluate computes the gates over a rollout's devices; control holds the
+// p99 latencies of matching devices still on the previous version.
+func evaluate(spec Spec, devs map[string]*Device, control []float64) []GateStatus {
 	g := spec.Gates
 	var assigned, failed, updated int
 	var req, errs, nans uint64
 	var fallbacks int
-	var ratios []float64
+	var ratios, newP99 []float64
 	firstErr := ""
 	for _, d := range devs {
 		switch d.Phase {
@@ -485,23 +551,17 @@ func evaluate(spec Spec, devs map[string]*Device) ([]GateStatus, string) {
 			if h.Fallbacks > 0 && d.PrevFallbacks == 0 {
 				fallbacks++
 			}
-			if h.Requests >= uint64(g.MinLatencySamples) && d.PrevSamples >= uint64(g.MinLatencySamples) &&
-				h.P99Ms > 0 && d.PrevP99Ms > 0 {
-				ratios = append(ratios, h.P99Ms/d.PrevP99Ms)
+			if h.Requests >= uint64(g.MinLatencySamples) && h.P99Ms > 0 {
+				newP99 = append(newP99, h.P99Ms)
+				if d.PrevSamples >= uint64(g.MinLatencySamples) && d.PrevP99Ms > 0 {
+					ratios = append(ratios, h.P99Ms/d.PrevP99Ms)
+				}
 			}
 		}
 	}
 	var out []GateStatus
-	breach := ""
-	add := func(gs GateStatus, why string) {
-		out = append(out, gs)
-		if !gs.OK && breach == "" {
-			breach = fmt.Sprintf("gate %s breached: %s", gs.Name, why)
-		}
-	}
-	// Activation failures.
 	{
-		gs := GateStatus{Name: "activation_failures", Limit: spec.MaxFailures, Judged: assigned > 0, OK: true}
+		gs := GateStatus{Name: gateFailures, Limit: spec.MaxFailures, Judged: assigned > 0, OK: true}
 		if assigned > 0 {
 			gs.Value = 100 * float64(failed) / float64(assigned)
 			gs.OK = gs.Value <= spec.MaxFailures
@@ -510,7 +570,8 @@ func evaluate(spec Spec, devs map[string]*Device) ([]GateStatus, string) {
 				gs.Detail += " (" + firstErr + ")"
 			}
 		}
-		add(gs, fmt.Sprintf("%s, %.1f%% > %g%%", gs.Detail, gs.Value, spec.MaxFailures))
+		gs.why = fmt.Sprintf("%s, %.1f%% > %g%%", gs.Detail, gs.Value, spec.MaxFailures)
+		out = append(out, gs)
 	}
 	rate := func(name string, n uint64, limit float64, what string) {
 		if limit < 0 {
@@ -524,29 +585,40 @@ func evaluate(spec Spec, devs map[string]*Device) ([]GateStatus, string) {
 		if gs.Judged {
 			gs.OK = gs.Value <= limit
 		}
-		add(gs, fmt.Sprintf("%s (%.2f%%, limit %.2f%%)", gs.Detail, 100*gs.Value, 100*limit))
+		gs.why = fmt.Sprintf("%s (%.2f%%, limit %.2f%%)", gs.Detail, 100*gs.Value, 100*limit)
+		out = append(out, gs)
 	}
-	rate("error_rate", errs, g.MaxErrorRate, "failed")
-	rate("nan_rate", nans, g.MaxNaNRate, "had NaN/Inf outputs")
+	rate(gateErrors, errs, g.MaxErrorRate, "failed")
+	rate(gateNaN, nans, g.MaxNaNRate, "had NaN/Inf outputs")
 	if g.MaxP99Ratio > 0 {
-		gs := GateStatus{Name: "p99_ratio", Limit: g.MaxP99Ratio, Judged: len(ratios) > 0, OK: true}
-		if len(ratios) > 0 {
-			gs.Value = median(ratios)
-			gs.OK = gs.Value <= g.MaxP99Ratio
-			gs.Detail = fmt.Sprintf("median p99 of the new version is %.2f× the previous version's over %d devices", gs.Value, len(ratios))
+		gs := GateStatus{Name: gateP99, Limit: g.MaxP99Ratio, OK: true}
+		switch {
+		case len(newP99) > 0 && len(control) > 0:
+			n, c := median(newP99), median(control)
+			gs.Judged, gs.Value = true, n/c
+			gs.Detail = fmt.Sprintf("median p99 %.3g ms of %d updated devices is %.2f× the %.3g ms of %d devices still on the previous version",
+				n, len(newP99), gs.Value, c, len(control))
+		case len(ratios) > 0:
+			gs.Judged, gs.Value = true, median(ratios)
+			gs.Detail = fmt.Sprintf("median over %d devices of their new p99 over their previous version's is %.2f×", len(ratios), gs.Value)
 		}
-		add(gs, fmt.Sprintf("%s (limit %.2f×)", gs.Detail, g.MaxP99Ratio))
+		if gs.Judged {
+			gs.OK = gs.Value <= g.MaxP99Ratio
+		}
+		gs.why = fmt.Sprintf("%s (limit %.2f×)", gs.Detail, g.MaxP99Ratio)
+		out = append(out, gs)
 	}
 	if g.MaxFallbackRate >= 0 {
-		gs := GateStatus{Name: "fallback_rate", Limit: g.MaxFallbackRate, Judged: updated > 0, OK: true}
+		gs := GateStatus{Name: gateFallback, Limit: g.MaxFallbackRate, Judged: updated > 0, OK: true}
 		if updated > 0 {
 			gs.Value = float64(fallbacks) / float64(updated)
 			gs.OK = gs.Value <= g.MaxFallbackRate
 			gs.Detail = fmt.Sprintf("%d of %d updated devices fell back from GPU to CPU", fallbacks, updated)
 		}
-		add(gs, fmt.Sprintf("%s (%.1f%%, limit %.1f%%)", gs.Detail, 100*gs.Value, 100*g.MaxFallbackRate))
+		gs.why = fmt.Sprintf("%s (%.1f%%, limit %.1f%%)", gs.Detail, 100*gs.Value, 100*g.MaxFallbackRate)
+		out = append(out, gs)
 	}
-	return out, breach
+	return out
 }
 
 func median(v []float64) float64 {
@@ -563,7 +635,7 @@ func median(v []float64) float64 {
 func (m *Manager) status(rn *run, devices bool) Status {
 	st := Status{Rollout: rn.r, Gates: rn.gates}
 	if st.Gates == nil {
-		st.Gates, _ = evaluate(rn.r.Spec, rn.devs)
+		st.Gates = evaluate(rn.r.Spec, rn.devs, nil)
 	}
 	wall := time.Now()
 	m.mu.Lock()

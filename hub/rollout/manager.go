@@ -128,6 +128,8 @@ type run struct {
 	dirty   map[string]bool
 	changed bool
 	gates   []GateStatus
+	// latencySince is when the latency gate started to breach.
+	latencySince time.Time
 }
 
 func newRun(r Rollout) (*run, error) {

@@ -93,6 +93,9 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 		health   fleetsim.HealthFunc
 		gates    rollout.Gates
 		reason   string
+		// sustained: the breach must last the latency gate's sustain time
+		// (on the fake clock) before it halts.
+		sustained bool
 	}{
 		{
 			name: "activation fails (golden vector)",
@@ -110,9 +113,10 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 			reason: "nan_rate",
 		},
 		{
-			name:   "3x slower",
-			health: versionHealth(wire.Health{Requests: 300, P99Ms: 30}),
-			reason: "p99_ratio",
+			name:      "3x slower",
+			health:    versionHealth(wire.Health{Requests: 300, P99Ms: 30}),
+			reason:    "p99_ratio",
+			sustained: true,
 		},
 		{
 			name:   "errors",
@@ -148,6 +152,22 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 			_, d1 := th.baseline(t, model, "1")
 			ref, _ := th.push(t, model, "2")
 			id := th.create(t, rollout.Spec{Model: model, Ref: ref, Waves: []float64{20, 100}, Bake: rollout.Duration(time.Hour), Gates: tt.gates})
+			if tt.sustained {
+				waitFor(t, "latency breach held back", 20*time.Second, func() bool {
+					st := th.status(t, id)
+					for _, g := range st.Gates {
+						if g.Name == tt.reason && !g.OK {
+							return st.State == rollout.StateRunning
+						}
+					}
+					return false
+				})
+				time.Sleep(100 * time.Millisecond) // several manager ticks
+				if st := th.status(t, id); st.State != rollout.StateRunning {
+					t.Fatalf("halted before the breach lasted its sustain time: %s", st.Reason)
+				}
+				th.clock.Advance(rollout.DefaultLatencySustain)
+			}
 
 			st := th.waitState(t, id, rollout.StateRolledBack)
 			if !strings.Contains(st.Reason, tt.reason) {

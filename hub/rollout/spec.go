@@ -27,6 +27,7 @@ const (
 	DefaultMinRequests       = 20
 	DefaultMinLatencySamples = 100
 	DefaultActivationTimeout = 15 * time.Minute
+	DefaultLatencySustain    = 30 * time.Second
 )
 
 // DefaultWaves are the cumulative wave sizes, in percent of the matching
@@ -74,10 +75,19 @@ type Gates struct {
 	// MaxNaNRate is the largest tolerated fraction of responses with NaN
 	// or Inf outputs (DefaultMaxNaNRate).
 	MaxNaNRate float64 `json:"max_nan_rate,omitempty"`
-	// MaxP99Ratio is the largest tolerated median, over updated devices,
-	// of the new version's p99 latency divided by the previous version's
-	// on the same device (DefaultMaxP99Ratio).
+	// MaxP99Ratio is the largest tolerated ratio of the new version's p99
+	// latency to the previous version's (DefaultMaxP99Ratio). While devices
+	// matching the selector still run the previous version, the median p99
+	// of the updated devices is compared with theirs, measured at the same
+	// time (a control group, immune to load that hits the whole fleet);
+	// once every device is updated, each device's new p99 is compared with
+	// its own from before the update, and the median ratio counts.
 	MaxP99Ratio float64 `json:"max_p99_ratio,omitempty"`
+	// LatencySustain is how long the latency gate must stay breached
+	// before it halts the rollout, so a passing burst of load does not
+	// (DefaultLatencySustain; negative halts at once). The other gates
+	// halt at once.
+	LatencySustain Duration `json:"latency_sustain,omitempty"`
 	// MaxFallbackRate is the largest tolerated fraction of updated devices
 	// whose new version fell back from a GPU to the CPU
 	// (DefaultMaxFallbackRate).
@@ -114,6 +124,9 @@ func (g Gates) withDefaults() Gates {
 	}
 	if g.ActivationTimeout == 0 {
 		g.ActivationTimeout = Duration(DefaultActivationTimeout)
+	}
+	if g.LatencySustain == 0 {
+		g.LatencySustain = Duration(DefaultLatencySustain)
 	}
 	return g
 }

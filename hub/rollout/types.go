@@ -141,6 +141,8 @@ type GateStatus struct {
 	// Judged is false when there was not enough data to judge.
 	Judged bool   `json:"judged"`
 	Detail string `json:"detail,omitempty"`
+	// why is the breach's explanation.
+	why string
 }
 
 // Status is a rollout with its progress.
