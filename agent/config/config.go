@@ -72,6 +72,8 @@ type Config struct {
 	Update Update `yaml:"update"`
 	// Telemetry configures the snapshots shipped to the hub; see Telemetry.
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Hub connects the agent to a hub; see Hub.
+	Hub Hub `yaml:"hub"`
 }
 
 // ByteSize is a size in bytes that YAML may write as a number or as "64MiB", "2GB".
@@ -165,6 +167,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Hub.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
