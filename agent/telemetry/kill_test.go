@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
+	if dir := os.Getenv(hubChildEnv); dir != "" {
+		os.Exit(runHubChild(dir))
+	}
 	os.Exit(m.Run())
 }
 
