@@ -79,7 +79,10 @@ bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
 	  --concurrency 1,8 --node-peer $(DEPS)/nodepeer/node_modules --out bench-results/serving-ocr-rec.md
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/... ./ota/... ./quantize/... | tee bench-results/go-bench.txt
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
+	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./agent/telemetry | tee bench-results/telemetry-bench.txt
+	$(GO) test -run='^$$' -bench=. -count=1 ./quantize | tee bench-results/quantize-bench.txt
 
 clean:
 	rm -rf bin .data bench-results
