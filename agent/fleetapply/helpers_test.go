@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/config"
-	"github.com/edgefleet/edgefleet/agent/fleet"
 	"github.com/edgefleet/edgefleet/agent/fleetapply"
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
 	"github.com/edgefleet/edgefleet/agent/models"
@@ -190,27 +188,21 @@ type edge struct {
 func startEdge(t *testing.T, owner testing.TB, th *testHub, id, dir string, logs *logBuffer) *edge {
 	t.Helper()
 	testenv.InitORT(t)
-	cfg := config.Config{Data: dir, HTTP: "127.0.0.1:0", GRPC: "off"}
-	cfg.Update.Watch.Window = -1
-	a, err := agent.New(cfg, logger(logs, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := fleetapply.New(fleetapply.Options{Updater: a.Updater(), Models: a.Models(), Logger: logger(logs, id+"/apply"),
-		Registry: []ota.Option{ota.WithRetry(ota.Retry{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond})}})
-	fo := fleet.Options{Dir: filepath.Join(dir, "fleet"), HubURL: th.APIURL(), DeviceID: id, Applier: app,
-		Labels: map[string]string{"site": "berlin"}, HeartbeatInterval: time.Second, ReportInterval: 100 * time.Millisecond,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, AgentVersion: agent.Version,
-		Logger: logger(logs, id+"/fleet")}
 	// A restarted agent has its identity and ignores the token.
 	tok, _, err := th.CreateToken(context.Background(), enroll.TokenOptions{DeviceID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fo.Token = tok
-	c, err := fleet.New(fo)
+	cfg := config.Config{Data: dir, HTTP: "127.0.0.1:0", GRPC: "off", Hub: config.Hub{URL: th.APIURL(), Token: tok, DeviceID: id,
+		Labels: map[string]string{"site": "berlin"}, HeartbeatInterval: time.Second, ReportInterval: 100 * time.Millisecond}}
+	cfg.Update.Watch.Window = -1
+	a, err := agent.New(cfg, logger(logs, id))
 	if err != nil {
 		t.Fatal(err)
+	}
+	c, err := fleetapply.Client(cfg, a, logger(logs, id+"/fleet"))
+	if err != nil || c == nil {
+		t.Fatalf("fleet client: %v, %v", c, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
