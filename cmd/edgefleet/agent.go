@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/fleetapply"
 )
 
 func newAgentCmd(g *globalFlags) *cobra.Command {
@@ -15,6 +16,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		cfgFile string
 		flags   config.Config
 		check   bool
+		labels  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -22,9 +24,14 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		Long: `Run the agent daemon. It loads the models cached in --data and serves them over
 the Open Inference Protocol: REST on --http (and --unix), gRPC on --grpc, and
 Prometheus metrics on /metrics of the REST listener. Listeners bind to
-loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
+loopback by default (sidecar use). SIGTERM drains in-flight requests.
+
+With --hub and --token the agent enrolls with a hub once (its identity stays
+in <data>/fleet, so later starts need neither), then installs the models its
+desired state names over the air and reports their state and health.`,
 		Example: `  edgefleet model import --data /var/lib/edgefleet --name digits-cnn cnn.onnx
-  edgefleet agent --data /var/lib/edgefleet --http 127.0.0.1:8080 --grpc 127.0.0.1:8081`,
+  edgefleet agent --data /var/lib/edgefleet --http 127.0.0.1:8080 --grpc 127.0.0.1:8081
+  edgefleet agent --data /var/lib/edgefleet --hub https://hub.example:7443 --token <token> --labels site=berlin,gpu=true`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.Config{}
@@ -81,6 +88,22 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 			if fs.Changed("telemetry-quic") {
 				cfg.Telemetry.QUIC = flags.Telemetry.QUIC
 			}
+			if fs.Changed("hub") {
+				cfg.Hub.URL = flags.Hub.URL
+			}
+			if fs.Changed("token") {
+				cfg.Hub.Token = flags.Hub.Token
+			}
+			if fs.Changed("device-id") {
+				cfg.Hub.DeviceID = flags.Hub.DeviceID
+			}
+			if fs.Changed("labels") {
+				l, err := parseLabels(labels)
+				if err != nil {
+					return err
+				}
+				cfg.Hub.Labels = l
+			}
 			if check {
 				if err := cfg.WithDefaults().Validate(); err != nil {
 					return fmt.Errorf("invalid configuration:\n%w", err)
@@ -88,11 +111,19 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 				fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
 				return nil
 			}
-			a, err := agent.New(cfg, g.logger())
+			log := g.logger()
+			a, err := agent.New(cfg, log)
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			c, err := fleetapply.Client(cfg, a, log)
+			if err != nil {
+				return err
+			}
+			if c == nil {
+				return a.Run(cmd.Context())
+			}
+			return fleetapply.Run(cmd.Context(), a, c)
 		},
 	}
 	f := cmd.Flags()
@@ -113,7 +144,12 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.`,
 	f.Var(&flags.Telemetry.Budget, "telemetry-budget", "disk budget of the telemetry queue (e.g. 64MiB; 0 = default)")
 	f.StringVar(&flags.Telemetry.Transport, "telemetry-transport", "mqtt", "how telemetry reaches the hub: mqtt, or quic (falls back to MQTT when UDP is blocked)")
 	f.StringVar(&flags.Telemetry.QUIC, "telemetry-quic", "", "the hub's QUIC address host:port (default: the hub API's host and port)")
+	f.StringVar(&flags.Hub.URL, "hub", "", "hub API URL to enroll with, https://host:port (identity kept in <data>/fleet)")
+	f.StringVar(&flags.Hub.Token, "token", "", "bootstrap token from 'edgefleet hub token create' (needed once)")
+	f.StringVar(&flags.Hub.DeviceID, "device-id", "", "device id to ask for at enrollment (default: the hub picks one)")
+	f.StringSliceVar(&labels, "labels", nil, "labels to ask for at enrollment, k=v,k=v")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
 	cmd.AddCommand(newAgentUpdateCmds(g)...)
+	cmd.AddCommand(newAgentSimulateCmd(g))
 	return cmd
 }
