@@ -22,6 +22,7 @@ func TestHubDownThenBack(t *testing.T) {
 		{"mqtt embedded broker", TransportMQTT, false},
 		{"quic", TransportQUIC, false},
 		{"mqtt mosquitto", TransportMQTT, true},
+		{"quic, hub on mosquitto", TransportQUIC, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

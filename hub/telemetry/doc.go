@@ -41,4 +41,8 @@
 // outside the roll-up span and shows only in the totals and windows.
 // Counters on /metrics are cumulative from the stored totals, so a backlog
 // raises them at once when it arrives.
+//
+// The hub remembers the high-water marks of a device's four most recent
+// streams; a replay from an older stream (a queue recreated four times
+// since) would be stored again.
 package telemetry
