@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgefleet/edgefleet/hub"
+	"github.com/edgefleet/edgefleet/hub/api"
+	"github.com/edgefleet/edgefleet/hub/rollout"
+	"github.com/edgefleet/edgefleet/ota"
+	"github.com/edgefleet/edgefleet/ota/artifact"
+)
+
+// TestRolloutAndSimulateCommands runs a hub, five simulated agents started
+// with `agent simulate`, and drives rollouts with the rollout commands.
+func TestRolloutAndSimulateCommands(t *testing.T) {
+	g := &globalFlags{logLevel: "error"}
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := hub.New(ctx, hub.Options{DataDir: data, APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", RegistryAddr: "127.0.0.1:0",
+		RolloutTick: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- h.Run(ctx) }()
+	simCtx, stopSim := context.WithCancel(ctx)
+	simDone := make(chan error, 1)
+	go func() {
+		_, err := runCmd(t, simCtx, newAgentCmd(g), "simulate", "--hub-data", data, "--count", "5", "--id-prefix", "cli-",
+			"--labels", "site=lab", "--heartbeat", "1s", "--report-interval", "100ms")
+		simDone <- err
+	}()
+	defer func() {
+		stopSim()
+		if err := <-simDone; err != nil {
+			t.Errorf("agent simulate: %v", err)
+		}
+		cancel()
+		if err := <-hubDone; err != nil {
+			t.Errorf("hub: %v", err)
+		}
+	}()
+	base, cfg, err := api.AdminCredentials(data, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := api.NewClient(base, cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		devs, err := c.Devices(ctx, "site=lab")
+		online := 0
+		for _, d := range devs {
+			if d.Online {
+				online++
+			}
+		}
+		if err == nil && online == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("simulated devices not online: %d, %v", online, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	push := func(v string) string {
+		spec := []artifact.TensorSpec{{Name: "x", Datatype: "FP32", Shape: []int64{-1, 4}}}
+		ref := h.RegistryAddr() + "/models/cli-model:" + v
+		_, err := ota.Push(ctx, ref, ota.Artifact{Model: ota.BytesFile("m.onnx", []byte("v"+v)), Config: artifact.Config{
+			SchemaVersion: artifact.ConfigSchemaVersion, Name: "cli-model", Version: v, Inputs: spec, Outputs: spec, Precision: artifact.PrecisionFP32}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+	create := func(ref string) rollout.Status {
+		out, err := runCmd(t, ctx, newRolloutCmd(g), "create", "--data", data, "--model", "cli-model", "--ref", ref,
+			"--selector", "site=lab", "--waves", "40%,100%", "--bake", "0", "--max-failures", "0%", "--wait", "-o", "json")
+		if err != nil {
+			t.Fatalf("rollout create: %v\n%s", err, out)
+		}
+		var st rollout.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("rollout create -o json printed %q: %v", out, err)
+		}
+		return st
+	}
+	st1 := create(push("1"))
+	st2 := create(push("2"))
+	for _, st := range []rollout.Status{st1, st2} {
+		if st.State != rollout.StateCompleted || st.Counts.Updated != 5 || st.Counts.Matching != 5 || st.Waves[0].Target != 2 {
+			t.Fatalf("rollout %+v: want completed on 5 devices, 2 in the first wave", st)
+		}
+	}
+
+	out, err := runCmd(t, ctx, newRolloutCmd(g), "ls", "--data", data)
+	if err != nil || !strings.Contains(out, st1.ID) || strings.Index(out, st2.ID) > strings.Index(out, st1.ID) {
+		t.Fatalf("rollout ls: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, ctx, newRolloutCmd(g), "status", "--data", data, st2.ID, "--devices")
+	if err != nil || len(regexp.MustCompile(`(?m)^cli-\d{5}\s+\d\s+updated\s`).FindAllString(out, -1)) != 5 || !strings.Contains(out, "completed") {
+		t.Fatalf("rollout status: %v\n%s", err, out)
+	}
+	if _, err := runCmd(t, ctx, newRolloutCmd(g), "pause", "--data", data, st2.ID); err == nil || !api.IsStatus(err, 409) {
+		t.Fatalf("pausing a completed rollout: %v, want HTTP 409", err)
+	}
+	if _, err := runCmd(t, ctx, newRolloutCmd(g), "status", "--data", data, "ro-missing"); !api.IsStatus(err, 404) {
+		t.Fatalf("status of an unknown rollout: %v, want HTTP 404", err)
+	}
+	if _, err := runCmd(t, ctx, newRolloutCmd(g), "create", "--data", data, "--model", "cli-model", "--ref", "x:1", "--waves", "50%"); err == nil {
+		t.Fatal("waves not ending at 100% accepted")
+	}
+
+	// Roll version 2 back: every device desires version 1 again.
+	if out, err = runCmd(t, ctx, newRolloutCmd(g), "rollback", "--data", data, st2.ID); err != nil || !strings.Contains(out, "halted") {
+		t.Fatalf("rollout rollback: %v\n%s", err, out)
+	}
+	out, err = runCmd(t, ctx, newRolloutCmd(g), "status", "--data", data, st2.ID, "--wait", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st rollout.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.State != rollout.StateRolledBack || st.Counts.Reverted != 5 {
+		t.Fatalf("after rollback: %+v, %v", st.Counts, err)
+	}
+	for _, d := range st.Devices {
+		ds, err := c.Desired(ctx, d.ID)
+		if err != nil || ds.Models["cli-model"].Version != "1" {
+			t.Fatalf("%s desires %+v, %v", d.ID, ds.Models, err)
+		}
+	}
+}
