@@ -15,6 +15,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/ca"
+	"github.com/edgefleet/edgefleet/hub/telemetry"
 )
 
 // hubConfig is the hub's YAML configuration file; keys mirror the flags.
@@ -33,6 +34,8 @@ type hubConfig struct {
 	DeviceCertValidity time.Duration `yaml:"device_cert_validity"`
 	Metrics            string        `yaml:"metrics"`
 	QUIC               string        `yaml:"quic"`
+	TelemetryWindow    int           `yaml:"telemetry_window"`
+	TelemetryMaxSeries int           `yaml:"telemetry_max_series"`
 }
 
 func loadHubConfig(path string) (hubConfig, error) {
@@ -97,6 +100,12 @@ device and token commands use (admin.crt/admin.key).`,
 			if fs.Changed("quic") {
 				cfg.QUIC = flags.QUIC
 			}
+			if fs.Changed("telemetry-window") {
+				cfg.TelemetryWindow = flags.TelemetryWindow
+			}
+			if fs.Changed("telemetry-max-series") {
+				cfg.TelemetryMaxSeries = flags.TelemetryMaxSeries
+			}
 			if fs.Changed("host") {
 				cfg.Hosts = flags.Hosts
 			}
@@ -125,6 +134,8 @@ device and token commands use (admin.crt/admin.key).`,
 				DeviceCertValidity: cfg.DeviceCertValidity,
 				MetricsAddr:        cfg.Metrics,
 				QUICAddr:           cfg.QUIC,
+				TelemetryWindow:    cfg.TelemetryWindow,
+				TelemetryMaxSeries: cfg.TelemetryMaxSeries,
 				Logger:             g.logger(),
 			})
 			if err != nil {
@@ -153,6 +164,8 @@ device and token commands use (admin.crt/admin.key).`,
 	f.StringSliceVar(&flags.Hosts, "host", nil, "extra DNS names/IPs for the hub's server certificate")
 	f.DurationVar(&flags.DeviceCertValidity, "device-cert-validity", ca.DefaultDeviceValidity, "lifetime of device certificates")
 	f.StringVar(&flags.Metrics, "metrics", hub.DefaultMetricsAddr, `Prometheus /metrics listen address, plain HTTP ("off" to disable)`)
+	f.IntVar(&flags.TelemetryWindow, "telemetry-window", telemetry.DefaultWindow, "telemetry snapshots kept per device for the API and dashboard")
+	f.IntVar(&flags.TelemetryMaxSeries, "telemetry-max-series", telemetry.DefaultMaxSeries, "device/model/version label sets on /metrics (the rest are summed under device=\"_overflow\")")
 	f.StringVar(&flags.QUIC, "quic", "", `telemetry QUIC listen address, UDP (default: the API's host and port; "off" to disable)`)
 	cmd.AddCommand(newHubTokenCmd(), newHubBrokerCertCmd())
 	return cmd

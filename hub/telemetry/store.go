@@ -21,8 +21,8 @@ import (
 
 // Defaults for the zero values of Options.
 const (
-	DefaultWindow    = 360 // an hour of 10-second snapshots per device, on disk
-	DefaultRing      = 60  // ten minutes of them per device, in memory
+	DefaultWindow    = 180 // half an hour of 10-second snapshots per device, on disk (~1 KiB each)
+	DefaultRing      = 6   // the last minute of them per device, in memory
 	DefaultMaxSeries = 10000
 	DefaultStep      = 10 * time.Second
 	DefaultSpan      = time.Hour
