@@ -23,10 +23,15 @@ all: build
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/edgefleet
 
-deps: $(DEPS)/.stamp
+deps: $(DEPS)/.stamp $(DEPS)/debs/.stamp
 
 $(DEPS)/.stamp: deploy/deps/npm.lock deploy/deps/fetch.sh
 	deploy/deps/fetch.sh $(DEPS)
+	@touch $@
+
+# Labelled speech, silence and music for the Silero VAD rows (Debian .debs, sha256-pinned).
+$(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
+	deploy/deps/fetch-debs.sh $(DEPS)/debs
 	@touch $@
 
 # Debian packages the tests use (servers are started by the tests themselves).
@@ -52,6 +57,7 @@ run: deps build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags results ./quantize/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -83,6 +89,7 @@ bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./agent/telemetry | tee bench-results/telemetry-bench.txt
 	$(GO) test -run='^$$' -bench=. -count=1 ./quantize | tee bench-results/quantize-bench.txt
+	$(GO) test -tags results -run '^TestResults$$' -count=1 -timeout 60m ./quantize/   # rewrites quantize/RESULTS.md
 
 clean:
 	rm -rf bin .data bench-results

@@ -25,7 +25,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newAgentCmd(g), newModelCmd(g), newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g))
+	root.AddCommand(newAgentCmd(g), newModelCmd(g), newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g), newQuantizeCmd(g))
 	return root
 }
 
