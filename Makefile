@@ -1,6 +1,6 @@
 # edgefleet — build, run, test.
 #
-#   make run     fetch what is missing, build, start an agent serving the digits CNN
+#   make run     fetch what is missing, build, start a hub and an enrolled agent; roll the digits CNN out to it
 #   make test    go vet + all tests with the race detector
 #   make bench   benchmarks, results table in bench-results/
 #   make deps    onnxruntime shared library and the sample models (npm registry, sha256-pinned)
@@ -16,7 +16,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run test test-short bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent test test-short bench deps deps-apt fuzz vet clean
 
 all: build
 
@@ -45,14 +45,14 @@ deps-apt:
 	fi
 
 run: deps build
+	BIN=$(BIN) DATA=$(CURDIR)/.data HTTP_ADDR=$(HTTP_ADDR) GRPC_ADDR=$(GRPC_ADDR) deploy/demo/run.sh
+
+# run-agent: only an agent, serving the digits CNN imported straight into its cache.
+run-agent: deps build
 	@mkdir -p $(DATA)
 	@$(BIN) model ls --data $(DATA) 2>/dev/null | grep -q '^digits-cnn ' || \
 	  $(BIN) model import --data $(DATA) --name digits-cnn agent/testdata/digits/cnn.onnx
-	@echo
-	@echo "Serving the digits CNN. Try it (a handwritten 5 from the held-out set; the largest logit is the prediction):"
 	@echo "  curl -s $(HTTP_ADDR)/v2/models/digits-cnn/infer -d @agent/testdata/digits/sample-request.json"
-	@echo "  curl -s $(HTTP_ADDR)/metrics | grep ^edgefleet_agent_requests"
-	@echo
 	$(BIN) agent --data $(DATA) --http $(HTTP_ADDR) --grpc $(GRPC_ADDR)
 
 vet:
