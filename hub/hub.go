@@ -99,6 +99,10 @@ type Options struct {
 	// e.g. DefaultMetricsAddr; "" or Off: none (Hub.Metrics still has
 	// the registry).
 	MetricsAddr string
+	// DashboardAddr is the web dashboard's listener (plain HTTP,
+	// read-only; package dashboard), e.g. DefaultDashboardAddr; "" or
+	// Off: none.
+	DashboardAddr string
 	// TelemetryWindow is how many snapshots per device the hub keeps
 	// (telemetry.DefaultWindow); TelemetryMaxSeries bounds the per-device
 	// label sets on /metrics (telemetry.DefaultMaxSeries).
@@ -127,6 +131,7 @@ type Hub struct {
 	metrics    *prometheus.Registry
 	metricsLn  net.Listener // nil when off
 	metricsSrv *http.Server
+	ui         *ui // the dashboard (ui.go), nil when off
 
 	embedded *broker.Embedded // nil with an external broker
 	external *broker.External // nil with the embedded broker
@@ -287,6 +292,10 @@ func (h *Hub) open(ctx context.Context) error {
 		return err
 	}
 
+	if err := h.openDashboard(); err != nil {
+		return err
+	}
+
 	// API.
 	svc := &enroll.Service{
 		CA:       h.ca,
@@ -409,13 +418,14 @@ func (h *Hub) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	telemDone, err := h.runTelemetry(runCtx, errc)
 	if err != nil {
 		return err
 	}
+	dashDone := h.runDashboard(runCtx, errc)
 	go func() { errc <- serve(h.apiSrv, h.apiLn) }()
 	if h.regSrv != nil {
 		go func() { errc <- serve(h.regSrv, h.regLn) }()
@@ -452,6 +462,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	<-shadowDone
 	<-rolloutsDone
 	<-telemDone
+	<-dashDone
 	return err
 }
 
@@ -479,6 +490,7 @@ func (h *Hub) Close() error {
 			errs = append(errs, ignoreClosed(h.apiLn.Close()))
 		}
 		errs = append(errs, h.closeTelemetry()...)
+		errs = append(errs, h.closeDashboard())
 		if h.regSrv != nil {
 			errs = append(errs, ignoreClosed(h.regSrv.Close()))
 		} else if h.regLn != nil {
