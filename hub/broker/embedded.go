@@ -85,6 +85,11 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if caps.MaximumPacketSize == 0 {
 		caps.MaximumPacketSize = wire.MaxPayload + 64<<10
 	}
+	// Each client's queue of pending writes is a channel of this many
+	// pointers, allocated at connect: mochi's default (8192) costs 64 KiB
+	// per device, most of the broker's memory in a large fleet. A device
+	// gets a few messages at a time (desired state, acknowledgements).
+	caps.MaximumClientWritesPending = 512
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60 // persistent sessions of gone devices expire
 	caps.MaximumMessageExpiryInterval = 0            // retained desired states never expire
 	srv := mqtt.New(&mqtt.Options{
