@@ -13,8 +13,8 @@
 //	.../reported       device → hub, QoS 1: ReportedState
 //	.../heartbeat      device → hub, QoS 0: Heartbeat
 //	.../presence       device → hub, retained, QoS 1: Presence (also the last will)
-//	.../telemetry      device → hub, QoS 1: TelemetryBatch
-//	.../telemetry/ack  hub → device, QoS 1: TelemetryAck
+//	.../telemetry      device → hub, QoS 1: TelemetryReport
+//	.../telemetry/ack  hub → device, QoS 1: TelemetryReportAck
 //
 // A device may read its whole subtree and publish only on the device → hub
 // topics (DeviceMayPublish); brokers enforce this per certificate identity.

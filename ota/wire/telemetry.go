@@ -49,8 +49,7 @@ type TelemetryReport struct {
 }
 
 // TelemetryReportAck answers a TelemetryReport on the device's
-// telemetry/ack topic or on the report's QUIC stream. It is a superset of
-// TelemetryAck.
+// telemetry/ack topic or on the report's QUIC stream.
 type TelemetryReportAck struct {
 	// Stream is the report's stream.
 	Stream string `json:"stream"`

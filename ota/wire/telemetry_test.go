@@ -80,11 +80,10 @@ func TestTelemetryRoundTrip(t *testing.T) {
 	if out.Dropped != 3 || out.Snapshots[0].Seq != 7 || m.Latency.Buckets[1] != (Bucket{Le: 0.0025, N: 5}) || m.Provider != "cpu" {
 		t.Fatalf("round trip lost data: %+v", out)
 	}
-	// An acknowledgement decodes as the older TelemetryAck too.
 	ab, _ := Encode(TelemetryReportAck{Stream: "s1", Seq: 9})
-	var old TelemetryAck
-	if err := Decode(ab, &old); err != nil || old.Seq != 9 {
-		t.Fatalf("TelemetryAck from TelemetryReportAck: %+v %v", old, err)
+	var ack TelemetryReportAck
+	if err := Decode(ab, &ack); err != nil || ack.Seq != 9 || ack.Stream != "s1" {
+		t.Fatalf("TelemetryReportAck round trip: %+v %v", ack, err)
 	}
 	if strings.Contains(string(ab), "error") {
 		t.Fatalf("empty error encoded: %s", ab)

@@ -205,32 +205,6 @@ type Presence struct {
 	Time   time.Time `json:"time,omitzero"`
 }
 
-// TelemetryBatch is the envelope of one batch of telemetry samples. Seq
-// increases by one per batch and device, so the hub deduplicates replays.
-type TelemetryBatch struct {
-	DeviceID string   `json:"device_id"`
-	Seq      uint64   `json:"seq"`
-	Samples  []Sample `json:"samples"`
-	// Dropped counts samples discarded on the device since the previous
-	// batch (queue budget exceeded).
-	Dropped uint64 `json:"dropped,omitempty"`
-}
-
-// Sample is one telemetry measurement.
-type Sample struct {
-	Time    time.Time         `json:"time"`
-	Name    string            `json:"name"`
-	Model   string            `json:"model,omitempty"`
-	Version string            `json:"version,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Value   float64           `json:"value"`
-}
-
-// TelemetryAck acknowledges every batch up to and including Seq.
-type TelemetryAck struct {
-	Seq uint64 `json:"seq"`
-}
-
 // Encode marshals a message.
 func Encode(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
