@@ -29,6 +29,11 @@ var (
 	ErrProtocol = errors.New("registry protocol error")
 	// ErrNotFound: the manifest or blob does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrIndex: the reference names a variant index and no variant
+	// preference was given (WithVariant); the error lists the variants.
+	ErrIndex = errors.New("reference is a variant index")
+	// ErrNoVariant: no variant of an index suits the preference.
+	ErrNoVariant = errors.New("no suitable variant")
 )
 
 // retryable marks errors worth another attempt.
@@ -51,7 +56,7 @@ func isRetryable(parent context.Context, err error) bool {
 	if errors.As(err, &r) {
 		return true
 	}
-	for _, permanent := range []error{ErrDigestMismatch, ErrTooLarge, ErrMediaType, ErrNotFound} {
+	for _, permanent := range []error{ErrDigestMismatch, ErrTooLarge, ErrMediaType, ErrNotFound, ErrIndex, ErrNoVariant} {
 		if errors.Is(err, permanent) {
 			return false
 		}

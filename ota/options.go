@@ -43,6 +43,7 @@ type options struct {
 	stallTimeout time.Duration
 	maxBlobSize  int64
 	userAgent    string
+	variant      *Preference // nil: Inspect and Pull refuse variant indexes
 }
 
 // Defaults.
@@ -129,6 +130,11 @@ func WithMaxBlobSize(n int64) Option { return func(o *options) { o.maxBlobSize =
 
 // WithUserAgent sets the User-Agent sent to registries.
 func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
+
+// WithVariant makes Inspect and Pull resolve a reference to a variant index
+// to the variant SelectVariant picks for p, instead of failing with
+// ErrIndex.
+func WithVariant(p Preference) Option { return func(o *options) { o.variant = &p } }
 
 func (o *options) nameOptions() []name.Option {
 	if o.insecure {

@@ -22,6 +22,11 @@ type Resolved struct {
 	Manifest    *v1.Manifest
 	RawConfig   []byte
 	Config      *artifact.Config
+	// Index is the variant index the reference named, and Variant the entry
+	// selected from it (WithVariant); both nil when the reference named the
+	// artifact itself.
+	Index   *Index
+	Variant *Variant
 }
 
 // Model returns the model layer's descriptor.
@@ -55,11 +60,24 @@ func (r *Resolved) Size() int64 {
 // mediaType) of at most 4 MiB with the edgefleet artifactType, and the config
 // at most 1 MiB and valid. Layer sizes above the WithMaxBlobSize limit are
 // refused here, before any download.
+//
+// A reference to a variant index (SPEC.md section 7) is resolved to the
+// variant SelectVariant picks for the WithVariant preference, fetched by
+// digest; the result records the index and the variant. Without WithVariant
+// an index fails with an error wrapping ErrIndex that lists the variants.
 func (r *Repository) Inspect(ctx context.Context, tagOrDigest string) (*Resolved, error) {
-	raw, desc, err := r.Manifest(ctx, tagOrDigest, artifact.ManifestMediaType)
+	raw, desc, err := r.Manifest(ctx, tagOrDigest, artifact.ManifestMediaType, artifact.IndexMediaType)
 	if err != nil {
 		return nil, err
 	}
+	if desc.MediaType == artifact.IndexMediaType {
+		return r.inspectVariant(ctx, raw, desc)
+	}
+	return r.inspectManifest(ctx, raw, desc)
+}
+
+// inspectManifest checks a fetched artifact manifest and its config.
+func (r *Repository) inspectManifest(ctx context.Context, raw []byte, desc v1.Descriptor) (*Resolved, error) {
 	ref := r.name.Digest(desc.Digest.String())
 	if desc.MediaType != artifact.ManifestMediaType {
 		return nil, fmt.Errorf("%w: %s: registry serves the manifest as %q, want %q", ErrMediaType, ref, desc.MediaType, artifact.ManifestMediaType)

@@ -165,10 +165,20 @@ func (r *Repository) PutManifest(ctx context.Context, tagOrDigest string, raw []
 
 // Push uploads art as tag (or digest) tagOrDigest and returns the manifest's
 // digest reference. Blobs the registry already has are not uploaded again.
+// An empty tagOrDigest stores the manifest by its digest only (untagged).
 func (r *Repository) Push(ctx context.Context, tagOrDigest string, art Artifact) (name.Digest, error) {
-	cfg, err := art.Config.Marshal()
+	desc, err := r.pushArtifact(ctx, tagOrDigest, art)
 	if err != nil {
 		return name.Digest{}, err
+	}
+	return r.name.Digest(desc.Digest.String()), nil
+}
+
+// pushArtifact is Push returning the manifest's descriptor.
+func (r *Repository) pushArtifact(ctx context.Context, tagOrDigest string, art Artifact) (v1.Descriptor, error) {
+	cfg, err := art.Config.Marshal()
+	if err != nil {
+		return v1.Descriptor{}, err
 	}
 	model := art.Model
 	if model.Title == "" {
@@ -178,7 +188,7 @@ func (r *Repository) Push(ctx context.Context, tagOrDigest string, art Artifact)
 		model.MediaType = artifact.ModelMediaType
 	}
 	if model.MediaType != artifact.ModelMediaType {
-		return name.Digest{}, fmt.Errorf("%w: model media type %q, want %q", artifact.ErrInvalid, model.MediaType, artifact.ModelMediaType)
+		return v1.Descriptor{}, fmt.Errorf("%w: model media type %q, want %q", artifact.ErrInvalid, model.MediaType, artifact.ModelMediaType)
 	}
 	files := append([]File{model}, art.Files...)
 	layers := make([]v1.Descriptor, len(files))
@@ -188,7 +198,7 @@ func (r *Repository) Push(ctx context.Context, tagOrDigest string, art Artifact)
 			f.MediaType = artifact.FileMediaType
 		}
 		if f.Open == nil {
-			return name.Digest{}, fmt.Errorf("%w: file %q has no content", artifact.ErrInvalid, f.Title)
+			return v1.Descriptor{}, fmt.Errorf("%w: file %q has no content", artifact.ErrInvalid, f.Title)
 		}
 		layers[i] = v1.Descriptor{
 			MediaType:   types.MediaType(f.MediaType),
@@ -201,27 +211,31 @@ func (r *Repository) Push(ctx context.Context, tagOrDigest string, art Artifact)
 	cfgFile.MediaType = artifact.ConfigMediaType
 	m, err := artifact.NewManifest(v1.Descriptor{MediaType: artifact.ConfigMediaType, Size: cfgFile.Size, Digest: cfgFile.Digest}, layers, art.Annotations)
 	if err != nil {
-		return name.Digest{}, err
+		return v1.Descriptor{}, err
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {
-		return name.Digest{}, err
+		return v1.Descriptor{}, err
 	}
 	if err := r.upload(ctx, &fileLayer{f: cfgFile, mt: artifact.ConfigMediaType}, ""); err != nil {
-		return name.Digest{}, err
+		return v1.Descriptor{}, err
 	}
 	for _, f := range files {
 		if err := r.upload(ctx, &fileLayer{f: f, mt: types.MediaType(f.MediaType)}, f.Title); err != nil {
-			return name.Digest{}, err
+			return v1.Descriptor{}, err
 		}
+	}
+	if tagOrDigest == "" {
+		h, _, _ := v1.SHA256(bytes.NewReader(raw))
+		tagOrDigest = h.String()
 	}
 	desc, err := r.PutManifest(ctx, tagOrDigest, raw, artifact.ManifestMediaType)
 	if err != nil {
-		return name.Digest{}, err
+		return v1.Descriptor{}, err
 	}
 	r.o.log.Info("pushed model artifact", "repository", r.name.String(), "ref", tagOrDigest, "digest", desc.Digest,
 		"model", art.Config.Name, "version", art.Config.Version)
-	return r.name.Digest(desc.Digest.String()), nil
+	return desc, nil
 }
 
 // Push uploads art to ref ("host/repo:tag") and returns the digest reference
