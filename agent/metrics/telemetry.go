@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"encoding/binary"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgefleet/edgefleet/agent/tensor"
@@ -40,7 +38,7 @@ func NewOutputs(reg prometheus.Registerer) *Outputs {
 
 // ObserveOutputs counts a response whose outputs hold a NaN or an Inf.
 func (o *Outputs) ObserveOutputs(model, version string, outs []tensor.Tensor) {
-	if o == nil || !NonFinite(outs) {
+	if o == nil || !tensor.HasNonFinite(outs) {
 		return
 	}
 	o.NonFinite.WithLabelValues(model, version).Inc()
@@ -53,39 +51,4 @@ func (o *Outputs) ObserveBatch(model, version string, rows int) {
 		return
 	}
 	o.BatchSize.WithLabelValues(model, version).Observe(float64(rows))
-}
-
-// NonFinite reports whether any floating-point tensor (FP16, BF16, FP32,
-// FP64) holds a NaN or an Inf. Other types are skipped.
-func NonFinite(outs []tensor.Tensor) bool {
-	for i := range outs {
-		t := &outs[i]
-		switch t.DType {
-		case tensor.FP32:
-			for j := 0; j+4 <= len(t.Data); j += 4 {
-				if binary.LittleEndian.Uint32(t.Data[j:])&0x7f800000 == 0x7f800000 {
-					return true
-				}
-			}
-		case tensor.FP64:
-			for j := 0; j+8 <= len(t.Data); j += 8 {
-				if binary.LittleEndian.Uint64(t.Data[j:])&0x7ff0000000000000 == 0x7ff0000000000000 {
-					return true
-				}
-			}
-		case tensor.FP16:
-			for j := 0; j+2 <= len(t.Data); j += 2 {
-				if binary.LittleEndian.Uint16(t.Data[j:])&0x7c00 == 0x7c00 {
-					return true
-				}
-			}
-		case tensor.BF16:
-			for j := 0; j+2 <= len(t.Data); j += 2 {
-				if binary.LittleEndian.Uint16(t.Data[j:])&0x7f80 == 0x7f80 {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }

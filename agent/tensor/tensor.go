@@ -16,6 +16,7 @@
 package tensor
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -171,4 +172,39 @@ func (t *Tensor) ByteSize() int {
 		s += len(b)
 	}
 	return s
+}
+
+// HasNonFinite reports whether any floating-point tensor (FP16, BF16, FP32,
+// FP64) holds a NaN or an Inf. Other types are skipped.
+func HasNonFinite(outs []Tensor) bool {
+	for i := range outs {
+		t := &outs[i]
+		switch t.DType {
+		case FP32:
+			for j := 0; j+4 <= len(t.Data); j += 4 {
+				if binary.LittleEndian.Uint32(t.Data[j:])&0x7f800000 == 0x7f800000 {
+					return true
+				}
+			}
+		case FP64:
+			for j := 0; j+8 <= len(t.Data); j += 8 {
+				if binary.LittleEndian.Uint64(t.Data[j:])&0x7ff0000000000000 == 0x7ff0000000000000 {
+					return true
+				}
+			}
+		case FP16:
+			for j := 0; j+2 <= len(t.Data); j += 2 {
+				if binary.LittleEndian.Uint16(t.Data[j:])&0x7c00 == 0x7c00 {
+					return true
+				}
+			}
+		case BF16:
+			for j := 0; j+2 <= len(t.Data); j += 2 {
+				if binary.LittleEndian.Uint16(t.Data[j:])&0x7f80 == 0x7f80 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

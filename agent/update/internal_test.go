@@ -126,7 +126,7 @@ func TestNonFinite(t *testing.T) {
 		{"int32 all ones", tensor.Tensor{DType: tensor.Int32, Data: []byte{0xff, 0xff, 0xff, 0x7f}}, false},
 	}
 	for _, tc := range tests {
-		if got := nonFinite([]tensor.Tensor{tc.t}); got != tc.want {
+		if got := tensor.HasNonFinite([]tensor.Tensor{tc.t}); got != tc.want {
 			t.Errorf("%s: nonFinite = %v, want %v", tc.name, got, tc.want)
 		}
 	}

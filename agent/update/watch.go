@@ -2,7 +2,6 @@ package update
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -176,7 +175,7 @@ func (o *observer) observe(model, version string, resp *models.InferResponse, er
 	} else {
 		i := s.n.Add(1) - 1
 		s.lat[i%ringSize].Store(int64(d))
-		if (watched || o.always.Load()) && nonFinite(resp.Outputs) {
+		if (watched || o.always.Load()) && tensor.HasNonFinite(resp.Outputs) {
 			s.nonFinite.Add(1)
 			bad = true
 		}
@@ -203,40 +202,6 @@ func (o *observer) snapshot(model, version string) snapshot {
 	}
 	out.n, out.Samples, out.P99 = n, len(out.lat), p99(out.lat)
 	return out
-}
-
-// nonFinite reports whether any floating-point output holds a NaN or an Inf.
-func nonFinite(outs []tensor.Tensor) bool {
-	for i := range outs {
-		t := &outs[i]
-		switch t.DType {
-		case tensor.FP32:
-			for j := 0; j+4 <= len(t.Data); j += 4 {
-				if binary.LittleEndian.Uint32(t.Data[j:])&0x7f800000 == 0x7f800000 {
-					return true
-				}
-			}
-		case tensor.FP64:
-			for j := 0; j+8 <= len(t.Data); j += 8 {
-				if binary.LittleEndian.Uint64(t.Data[j:])&0x7ff0000000000000 == 0x7ff0000000000000 {
-					return true
-				}
-			}
-		case tensor.FP16:
-			for j := 0; j+2 <= len(t.Data); j += 2 {
-				if binary.LittleEndian.Uint16(t.Data[j:])&0x7c00 == 0x7c00 {
-					return true
-				}
-			}
-		case tensor.BF16:
-			for j := 0; j+2 <= len(t.Data); j += 2 {
-				if binary.LittleEndian.Uint16(t.Data[j:])&0x7f80 == 0x7f80 {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // health is what the watch judges a version by.
