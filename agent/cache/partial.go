@@ -162,30 +162,9 @@ func (c *Cache) AppendPartial(ctx context.Context, digest string, offset int64, 
 			return nil
 		}
 		chunks := p.Bucket(bkChunks)
-		cs := int64(meta.ChunkSize)
 		end := offset + int64(len(data))
-		idx, within := uint64(offset/cs), offset%cs
-		if within > 0 {
-			old := chunks.Get(chunkKey(idx))
-			if int64(len(old)) != within {
-				return fmt.Errorf("last chunk holds %d bytes, want %d: %w", len(old), within, ErrCorrupt)
-			}
-			n := min(cs-within, int64(len(data)))
-			v := make([]byte, 0, within+n)
-			v = append(append(v, old...), data[:n]...)
-			if err := chunks.Put(chunkKey(idx), v); err != nil {
-				return err
-			}
-			data = data[n:]
-			idx++
-		}
-		for len(data) > 0 {
-			n := min(cs, int64(len(data)))
-			if err := chunks.Put(chunkKey(idx), data[:n]); err != nil {
-				return err
-			}
-			data = data[n:]
-			idx++
+		if err := appendChunks(chunks, meta.ChunkSize, offset, data); err != nil {
+			return err
 		}
 		meta.Offset = end
 		meta.Updated = c.now()
