@@ -36,6 +36,7 @@ func (m *Manager) step(ctx context.Context) {
 			return
 		}
 		m.listed = wall
+		m.listings++
 	}
 	now := m.now().UTC()
 	newest := m.newestPerModel()
@@ -121,9 +122,16 @@ func (m *Manager) stepRun(ctx context.Context, rn *run, now, wall time.Time) ([]
 		return pubs, nil
 	case StateCompleted:
 		// The model's newest rollout keeps adopting devices that come to
-		// match its selector.
+		// match its selector (noticed by a new device listing).
+		if rn.adopted == m.listings {
+			return nil, nil
+		}
 		matching := m.matching(rn)
-		return m.assign(ctx, rn, matching, len(matching), len(r.Spec.Waves)-1, now)
+		pubs, err := m.assign(ctx, rn, matching, len(matching), len(r.Spec.Waves)-1, now)
+		if err == nil {
+			rn.adopted = m.listings
+		}
+		return pubs, err
 	}
 	return nil, nil
 }

@@ -83,10 +83,14 @@ type Manager struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	// opMu serialises steps and operations; it guards runs and listed.
+	// opMu serialises steps and operations; it guards runs, listed and
+	// listings.
 	opMu   sync.Mutex
 	runs   map[string]*run
 	listed time.Time // last full device listing
+	// listings counts device listings: a completed rollout looks for new
+	// devices only after one.
+	listings int
 
 	// mu guards obs and unknown (the event path: short holds only).
 	mu  sync.Mutex
@@ -130,6 +134,9 @@ type run struct {
 	gates   []GateStatus
 	// latencySince is when the latency gate started to breach.
 	latencySince time.Time
+	// adopted is the device listing a completed rollout last adopted
+	// devices from.
+	adopted int
 }
 
 func newRun(r Rollout) (*run, error) {
@@ -451,6 +458,13 @@ func (m *Manager) halt(rn *run, reason string) {
 }
 
 func (m *Manager) flush() error {
+	dirty := false
+	for _, rn := range m.runs {
+		dirty = dirty || rn.changed || len(rn.dirty) > 0
+	}
+	if !dirty {
+		return nil
+	}
 	err := m.opts.DB.Update(func(tx *bolt.Tx) error {
 		for _, rn := range m.runs {
 			if err := flushRun(tx, rn); err != nil {
