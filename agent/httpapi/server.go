@@ -220,7 +220,7 @@ func (s *Server) infer(w http.ResponseWriter, r *http.Request) {
 		// Unknown names must not create unbounded label values.
 		name, labelVersion = "", ""
 	}
-	s.metrics.ObserveRequest(name, labelVersion, Protocol, outcomeOf(res.status), time.Since(start))
+	s.metrics.ObserveRequest(name, labelVersion, Protocol, metrics.HTTPOutcome(res.status), time.Since(start))
 }
 
 // inferResult is the outcome of one inference request.
@@ -488,20 +488,6 @@ func statusOf(err error) int {
 // only reaches logs and metrics since the client is gone.
 const statusClientClosed = 499
 
-// outcomeOf maps a status to the metrics outcome label.
-func outcomeOf(status int) string {
-	switch {
-	case status < 400:
-		return metrics.OutcomeSuccess
-	case status == http.StatusNotFound:
-		return metrics.OutcomeNotFound
-	case status == http.StatusTooManyRequests:
-		return metrics.OutcomeOverloaded
-	case status < 500:
-		return metrics.OutcomeClientError
-	}
-	return metrics.OutcomeServerError
-}
 
 func (s *Server) writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()

@@ -99,3 +99,18 @@ func (m *Agent) ObserveRequest(model, version, protocol, outcome string, d time.
 	m.RequestsTotal.WithLabelValues(model, version, protocol, outcome).Inc()
 	m.RequestDuration.WithLabelValues(model, version, protocol).Observe(d.Seconds())
 }
+
+// HTTPOutcome maps an HTTP status to the outcome label of RequestsTotal.
+func HTTPOutcome(status int) string {
+	switch {
+	case status < 400:
+		return OutcomeSuccess
+	case status == 404:
+		return OutcomeNotFound
+	case status == 429:
+		return OutcomeOverloaded
+	case status < 500:
+		return OutcomeClientError
+	}
+	return OutcomeServerError
+}

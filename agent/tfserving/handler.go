@@ -326,7 +326,7 @@ func (h *handler) predict(w http.ResponseWriter, r *http.Request, rt route) {
 	start := time.Now()
 	status := http.StatusOK
 	defer func() {
-		h.metrics.ObserveRequest(rt.model, rt.version, Protocol, outcomeOf(status), time.Since(start))
+		h.metrics.ObserveRequest(rt.model, rt.version, Protocol, metrics.HTTPOutcome(status), time.Since(start))
 	}()
 	if err := h.resolve(&rt); err != nil {
 		status = h.fail(w, r, err)
@@ -430,17 +430,3 @@ func writeJSON(w http.ResponseWriter, status int, b []byte) {
 	_, _ = w.Write(b)
 }
 
-// outcomeOf maps a status to the metrics outcome label.
-func outcomeOf(status int) string {
-	switch {
-	case status < 400:
-		return metrics.OutcomeSuccess
-	case status == http.StatusNotFound:
-		return metrics.OutcomeNotFound
-	case status == http.StatusTooManyRequests:
-		return metrics.OutcomeOverloaded
-	case status < 500:
-		return metrics.OutcomeClientError
-	}
-	return metrics.OutcomeServerError
-}
