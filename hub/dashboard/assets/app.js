@@ -58,10 +58,11 @@
       h('div', {class: 'value', 'data-k': key}, value),
       sub ? h('div', {class: 'sub'}, sub) : null);
   }
+  // table builds a table in a container that scrolls sideways when narrow.
   function table(head, rows, attrs) {
-    return h('table', attrs || {},
+    return h('div', {class: 'tscroll'}, h('table', attrs || {},
       h('thead', {}, h('tr', {}, head.map(c => typeof c === 'string' ? h('th', {}, c) : c))),
-      h('tbody', {}, rows));
+      h('tbody', {}, rows)));
   }
   function deviceLink(id) { return h('a', {href: '#/devices/' + encodeURIComponent(id), 'data-device': id}, id); }
   function rolloutLink(id) { return h('a', {href: '#/rollouts/' + encodeURIComponent(id)}, id); }
@@ -106,18 +107,19 @@
     const i = digest.indexOf(':');
     return digest.slice(i + 1, i + 13);
   }
-  function duration(d) { return d === undefined || d === null ? '—' : String(d); }
+  // bake formats a spec's bake time (Go duration text; negative: none).
+  function bake(d) { return !d || String(d).startsWith('-') ? 'none' : String(d).replace(/(\d)m0s$/, '$1m').replace(/(\d)h0m$/, '$1h'); }
 
   // gateValue formats a gate's value or limit in its unit.
   function gateFmt(name, v) {
     switch (name) {
-      case 'failures': return fmtNum(v, 1) + '%';
-      case 'p99_ratio': return fmtNum(v, 2) + '×';
+      case 'activation_failures': return fmtNum(v, 1) + '%';
+      case 'p99_ratio': return Number(v || 0).toFixed(2) + '×';
       default: return fmtPct(v, 2);
     }
   }
   const GATE_NAMES = {
-    failures: 'Activation failures', error_rate: 'Error rate', nan_rate: 'NaN/Inf outputs',
+    activation_failures: 'Activation failures', error_rate: 'Error rate', nan_rate: 'NaN/Inf outputs',
     p99_ratio: 'p99 latency vs previous', fallback_rate: 'GPU→CPU fallbacks',
   };
 
@@ -412,7 +414,7 @@
       return h('tr', {'data-version': m.model + ':' + v.version},
         h('td', {class: 'mono'}, sw, 'v' + v.version),
         h('td', {class: 'num', 'data-k': 'version-devices'}, v.devices),
-        h('td', {}, bar(total ? v.devices / total : 0)),
+        small ? null : h('td', {}, bar(total ? v.devices / total : 0)),
         h('td', {}, Object.entries(v.providers || {}).map(([p, n]) => chip(p + ' ' + n, 'provider'))),
         h('td', {class: 'num'}, rc.reports ? fmtNum(rc.rps) : '—'),
         h('td', {class: 'num'}, rc.requests ? fmtMs(rc.p50_ms) : '—'),
@@ -423,7 +425,7 @@
     const charts = versionCharts(m.model, ms.series, Date.parse(ms.from), Date.parse(ms.to), small);
     return h('div', {class: 'panel', 'data-model': m.model},
       h('header', {}, h('h3', {}, m.model), h('span', {class: 'muted'}, total + ' device' + (total === 1 ? '' : 's')), states),
-      rows.length ? table(['Version', h('th', {class: 'num'}, 'Devices'), '', 'Providers', h('th', {class: 'num'}, 'req/s (5 min)'),
+      rows.length ? table(['Version', h('th', {class: 'num'}, 'Devices'), small ? null : '', 'Providers', h('th', {class: 'num', title: 'requests per second over the last 5 minutes'}, 'req/s'),
         h('th', {class: 'num'}, 'p50'), h('th', {class: 'num'}, 'p99'), h('th', {class: 'num'}, 'Errors')], rows)
         : h('p', {class: 'muted'}, 'No version active.'),
       small ? charts[0] : h('div', {class: 'grid2'}, charts));
@@ -455,17 +457,18 @@
       const prev = i ? r.waves[i - 1].target : 0;
       const size = Math.max(0, w.target - prev);
       waves.appendChild(h('div', {class: 'wave' + (done ? ' done' : current ? ' current' : ''), 'data-wave': i + 1},
-        h('div', {class: 'title'}, h('span', {}, 'Wave ' + (i + 1) + ' · ' + fmtNum(w.percent, 1) + '%'), h('span', {class: 'state'}, st)),
+        h('div', {class: 'title'}, 'Wave ' + (i + 1) + ' · ' + fmtNum(w.percent, 1) + '%'),
+        h('div', {class: 'state'}, st),
         h('div', {class: 'bar'},
           h('span', {style: {width: (size ? 100 * Math.min(1, w.updated / size) : 0) + '%'}}),
           w.failed ? h('span', {class: 'fail', style: {left: (size ? 100 * w.updated / size : 0) + '%', width: (size ? 100 * w.failed / size : 0) + '%'}}) : null),
-        h('div', {class: 'nums'}, w.updated + ' updated of ' + size + (w.failed ? ', ' + w.failed + ' failed' : '') + ' · ' + w.target + ' cumulative')));
+        h('div', {class: 'nums'}, `${w.updated}/${size} updated · ${w.assigned} assigned · target ${w.target}` + (w.failed ? ` · ${w.failed} failed` : ''))));
     });
     out.appendChild(waves);
     out.appendChild(h('div', {class: 'muted'},
       `${c.matching} matching · ${c.assigned} assigned · ${c.updated} updated · ${c.updating} updating · ${c.failed} failed` +
       (c.reverting || c.reverted || c.revert_failed ? ` · ${c.reverting} reverting · ${c.reverted} reverted · ${c.revert_failed} revert failed` : '') +
-      (c.offline ? ` · ${c.offline} offline` : '') + ` · bake ${duration(spec.bake)} · max failures ${fmtNum(spec.max_failures || 0, 1)}%`));
+      (c.offline ? ` · ${c.offline} offline` : '') + ` · bake ${bake(spec.bake)} · max failures ${fmtNum(spec.max_failures || 0, 1)}%`));
     // Gates.
     const rows = (r.gates || []).map(g => {
       const verdict = !g.judged ? h('span', {class: 'gate-nj'}, 'not judged') : g.ok ? h('span', {class: 'gate-ok'}, 'ok') : h('span', {class: 'gate-bad'}, 'breached');
