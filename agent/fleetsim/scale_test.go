@@ -65,7 +65,9 @@ func TestScaleChild(t *testing.T) {
 			tr, err := c.CreateToken(ctx, api.TokenRequest{DeviceID: id})
 			return tr.Token, err
 		},
-		Labels:   func(i int) map[string]string { return map[string]string{"site": "s" + strconv.Itoa(i%10), "fleet": "scale"} },
+		Labels: func(i int) map[string]string {
+			return map[string]string{"site": "s" + strconv.Itoa(i%10), "fleet": "scale"}
+		},
 		Hardware: wire.Hardware{CPU: "simulated", Cores: 1, Providers: []string{"cpu"}},
 		// Heartbeats every 30 s, as agents send them by default.
 		HeartbeatInterval: 30 * time.Second, Concurrency: 64})
