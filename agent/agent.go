@@ -204,6 +204,9 @@ func (a *Agent) loadVersionWith(ctx context.Context, name, ver string, settings 
 	if rec.Source != "" {
 		params["source"] = rec.Source
 	}
+	if p := rec.Meta["precision"]; p != "" { // recorded by agent/update for versions installed over the air
+		params["precision"] = p
+	}
 	return a.models.Load(ctx, models.LoadRequest{Name: name, Version: ver, Model: blob,
 		Settings: settings, Parameters: params})
 }

@@ -55,9 +55,21 @@
 //	rejected:<digest>       why that manifest was refused or rolled back
 //
 // Versions installed over the air carry their digest reference, manifest
-// digest and config blob in their cache record's Meta (ota_ref,
-// ota_manifest, ota_config); versions pulled by Fetch carry ota_pulled
-// instead of ota_manifest.
+// digest, config blob and precision in their cache record's Meta (ota_ref,
+// ota_manifest, ota_config, precision); versions pulled by Fetch carry
+// ota_pulled instead of ota_manifest. The precision becomes the "precision"
+// model metadata parameter when the version is loaded.
+//
+// # Precision variants
+//
+// A reference may name a variant index (ota/SPEC.md section 7): several
+// precisions of one model version. The updater verifies the signature of
+// the index, picks the variant for the model's configured execution
+// providers (ota.SelectVariant: INT8 when the CPU provider is all there is,
+// FP16/FP32 when a GPU provider comes first) and pulls it by the digest the
+// index names. ota_ref, ota_manifest, pending_digest and rejected:<digest>
+// then name the index, ota_variant the chosen variant's manifest; Status
+// reports the active version's precision and variant.
 //
 // # Concurrency
 //
@@ -71,7 +83,9 @@
 // Only the model layer is stored in the cache; extra files of an artifact
 // (labels, vocabularies) are not pulled by the agent. A model whose config
 // pins default_version cannot be updated over the air: the pin would
-// override the activation. The watch compares the new version with the
+// override the activation. A variant index is one version: once a variant
+// is cached, changing the model's providers does not swap it for another
+// variant of the same version (ErrConflict); publish a new version. The watch compares the new version with the
 // previous version's recent traffic before the switch, not with shadow
 // traffic sent to both.
 package update

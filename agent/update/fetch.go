@@ -16,7 +16,8 @@ import (
 // model and version its config names, without activating it. A version
 // already cached with the same model bytes is returned as it is; one with
 // other bytes fails with ErrConflict. No signature is checked; use
-// signature.Verify first and pass the verified digest reference.
+// signature.Verify first and pass the verified digest reference. A
+// reference to a variant index needs ota.WithVariant among opts.
 func Fetch(ctx context.Context, c *cache.Cache, ref string, opts ...ota.Option) (cache.VersionRecord, *ota.Resolved, error) {
 	repo, r, err := ota.ParseReference(ref, opts...)
 	if err != nil {
@@ -70,15 +71,26 @@ func fetchModel(ctx context.Context, c *cache.Cache, repo *ota.Repository, res *
 // versionRecord is the cache record of an artifact's model. Versions an
 // update installs carry metaManifest, which Recover looks for; versions
 // Fetch pulls carry metaPulled instead.
+//
+// For a variant of a variant index, ota_ref and the manifest digest name
+// the index (what was asked for and signed, so a resumed update selects
+// again), ota_variant the variant's manifest and Source the variant.
 func versionRecord(res *ota.Resolved, installing bool) cache.VersionRecord {
 	cfg := res.Config
+	ref := res.Ref
+	if res.Index != nil {
+		ref = res.Index.Ref
+	}
 	rec := cache.VersionRecord{Digest: res.Model().Digest.String(), Source: res.Ref.String(),
 		Inputs: cacheSpecs(cfg.Inputs), Outputs: cacheSpecs(cfg.Outputs),
-		Meta: map[string]string{metaRef: res.Ref.String(), metaConfig: string(res.RawConfig)}}
+		Meta: map[string]string{metaRef: ref.String(), metaConfig: string(res.RawConfig), metaPrecision: string(cfg.Precision)}}
+	if res.Index != nil {
+		rec.Meta[metaVariant] = res.Ref.DigestStr()
+	}
 	if installing {
-		rec.Meta[metaManifest] = res.Ref.DigestStr()
+		rec.Meta[metaManifest] = ref.DigestStr()
 	} else {
-		rec.Meta[metaPulled] = res.Ref.DigestStr()
+		rec.Meta[metaPulled] = ref.DigestStr()
 	}
 	return rec
 }

@@ -235,6 +235,11 @@ type Status struct {
 	ActiveRef   string `json:"active_ref,omitempty"`
 	Previous    string `json:"previous,omitempty"`
 	AcceptedMax string `json:"accepted_max,omitempty"`
+	// ActivePrecision is the active version's precision and ActiveVariant
+	// its variant manifest digest when it came from a variant index (both
+	// from the version's cache record; "" when unknown).
+	ActivePrecision string `json:"active_precision,omitempty"`
+	ActiveVariant   string `json:"active_variant,omitempty"`
 	// Updating is true while an update or rollback of the model runs.
 	Updating bool           `json:"updating"`
 	Pending  *PendingStatus `json:"pending,omitempty"`
@@ -290,6 +295,11 @@ func (u *Updater) Status(model string) (*Status, error) {
 	}
 	s := &Status{Model: model, Active: st[cache.StateActive], ActiveRef: st[keyActiveRef],
 		Previous: st[cache.StatePrevious], AcceptedMax: st[keyAcceptedMax]}
+	if s.Active != "" {
+		if rec, err := u.cache.Version(model, s.Active); err == nil {
+			s.ActivePrecision, s.ActiveVariant = rec.Meta[metaPrecision], rec.Meta[metaVariant]
+		}
+	}
 	u.mu.Lock()
 	s.Updating = u.busy[model]
 	w := u.watches[model]

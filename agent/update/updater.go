@@ -93,6 +93,12 @@ const (
 	metaManifest = "ota_manifest"
 	metaPulled   = "ota_pulled"
 	metaConfig   = "ota_config"
+	// metaVariant is the variant manifest's digest when the version came
+	// from a variant index (ota_ref and ota_manifest then name the index).
+	metaVariant = "ota_variant"
+	// metaPrecision is the config's precision; loaders pass it on as the
+	// "precision" model metadata parameter.
+	metaPrecision = "precision"
 )
 
 var pendingKeys = []string{cache.StatePending, keyPendingState, keyPendingRef, keyPendingDigest,
@@ -232,7 +238,24 @@ func (u *Updater) defaultLoad(ctx context.Context, name, version string, s model
 		return err
 	}
 	return u.models.Load(ctx, models.LoadRequest{Name: name, Version: version, Model: blob, Settings: s,
-		Parameters: map[string]string{"digest": rec.Digest, "source": rec.Source}})
+		Parameters: versionParameters(rec)})
+}
+
+// versionParameters are the model metadata parameters of a cached version:
+// digest, source and, for versions installed over the air, precision.
+func versionParameters(rec cache.VersionRecord) map[string]string {
+	p := map[string]string{"digest": rec.Digest, "source": rec.Source}
+	if v := rec.Meta[metaPrecision]; v != "" {
+		p["precision"] = v
+	}
+	return p
+}
+
+// preference is the device a variant is chosen for: the model's configured
+// execution providers in order (the runtime falls back to CPU at load time
+// when a GPU provider cannot be created).
+func (u *Updater) preference(model string) ota.Preference {
+	return ota.Preference{Providers: u.settings(model).Providers}
 }
 
 // TestOnlySetHook makes the Updater call h at every step of an update
@@ -280,6 +303,11 @@ type Result struct {
 	WatchUntil time.Time `json:"watch_until,omitzero"`
 	// Reason explains a rollback.
 	Reason string `json:"reason,omitempty"`
+	// Precision is the installed model's precision (fp32, int8, …).
+	Precision string `json:"precision,omitempty"`
+	// Variant is the manifest digest of the variant installed when Ref names
+	// a variant index; "" otherwise.
+	Variant string `json:"variant,omitempty"`
 }
 
 func (u *Updater) lockModel(model string) (func(), bool) {
@@ -355,6 +383,9 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 	}
 	regOpts := append(slices.Clone(u.reg), ota.WithLogger(log))
 	regOpts = append(regOpts, o.Registry...)
+	// A reference to a variant index resolves to the variant for this
+	// agent's execution providers, by the digest the (verified) index names.
+	regOpts = append(regOpts, ota.WithVariant(u.preference(model)))
 
 	// Resolve the reference to a digest, verifying the signature first when
 	// trust keys are configured; from here on only the digest is used.
@@ -393,6 +424,9 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 	}
 	cfg := res.Config
 	j.version = cfg.Version
+	if res.Variant != nil {
+		log.Info("selected the variant for this agent", "variant", res.Variant.String(), "index", res.Index.Ref.String())
+	}
 	if err := u.checkConfig(model, cfg); err != nil {
 		return nil, refused(j, "%v", err)
 	}
@@ -410,7 +444,8 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 	case active == cfg.Version:
 		log.Info("artifact is already the active version", "version", cfg.Version)
 		return &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref,
-			Previous: st[cache.StatePrevious], State: ResultAlreadyActive}, nil
+			Previous: st[cache.StatePrevious], State: ResultAlreadyActive, Precision: existing.Meta[metaPrecision],
+			Variant: existing.Meta[metaVariant]}, nil
 	}
 	// A version an interrupted update catalogued is this job's to remove if
 	// it fails again.
@@ -586,7 +621,11 @@ func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog
 			log.Warn("version policy not fully applied after activation", "err", err)
 		}
 	}
-	out := &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref, Previous: prev, State: ResultActive}
+	out := &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref, Previous: prev, State: ResultActive,
+		Precision: string(cfg.Precision)}
+	if res.Variant != nil {
+		out.Variant = res.Variant.Ref.DigestStr()
+	}
 	if !until.IsZero() {
 		out.State, out.WatchUntil = ResultWatching, until
 		u.startWatch(model, cfg.Version, prev, until, baseline, prevProvider)

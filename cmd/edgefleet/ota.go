@@ -139,23 +139,53 @@ func newModelPushCmd(g *globalFlags) *cobra.Command {
 		reg                                        registryFlags
 		modelName, version, goldenInput, tolerance string
 		precision, minAgent, description, ortLib   string
-		files, providers, labels                   []string
+		files, providers, labels, variants         []string
 		seed                                       uint64
 	)
 	cmd := &cobra.Command{
-		Use:   "push FILE.onnx REF",
+		Use:   "push (FILE.onnx | --variant FILE[:PRECISION|:REPORT.json]...) REF",
 		Short: "Push an ONNX model to an OCI registry as a model artifact",
 		Long: `Push builds a model artifact (see ota/SPEC.md) from an ONNX file: a config with
 the model's inputs and outputs and a golden test vector, computed here by running
 the model with onnxruntime on the --golden-input tensors (a JSON file in the Open
 Inference Protocol request format) or on generated ones; the model layer; and any
 --file layers. Agents refuse to activate a version whose outputs differ from the
-golden vector beyond --tolerance.`,
+golden vector beyond --tolerance.
+
+With --variant (repeatable) push several precision variants of one version:
+each file becomes its own artifact, with a golden vector computed from that
+file, and REF becomes a variant index listing them (ota/SPEC.md section 7).
+A variant's precision is the PRECISION after the file name, or the precision
+and quantization record of a report written by 'edgefleet quantize --report',
+or --precision. Its execution providers are --providers or, by default, cpu
+for int8/uint8/mixed and cuda,tensorrt,cpu for float models. Agents install
+the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
+(the index) and the signature covers every variant.`,
 		Example: `  edgefleet model push agent/testdata/digits/cnn.onnx localhost:5000/models/digits-cnn:3
-  edgefleet model push --golden-input sample.json --tolerance abs=1e-3,rel=1e-2 --file labels.txt model.onnx registry.example.com/m:4`,
-		Args: cobra.ExactArgs(2),
+  edgefleet model push --golden-input sample.json --tolerance abs=1e-3,rel=1e-2 --file labels.txt model.onnx registry.example.com/m:4
+  edgefleet model push --name digits-cnn --variant cnn.onnx:fp32 --variant cnn.int8.onnx:int8.report.json localhost:5000/models/digits-cnn:5`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(variants) > 0 {
+				return cobra.ExactArgs(1)(cmd, args)
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			file, ref := args[0], args[1]
+			ref := args[len(args)-1]
+			var specs []variantSpec
+			for _, v := range variants {
+				sp, err := parseVariant(v, artifact.Precision(precision))
+				if err != nil {
+					return err
+				}
+				specs = append(specs, sp)
+			}
+			file := ""
+			if len(specs) == 0 {
+				file = args[0]
+			} else {
+				file = specs[0].file
+			}
 			r, err := name.ParseReference(ref, name.StrictValidation)
 			if err != nil {
 				return fmt.Errorf("reference %q: %w (want HOST/REPOSITORY:TAG)", ref, err)
@@ -178,10 +208,6 @@ golden vector beyond --tolerance.`,
 			if err != nil {
 				return err
 			}
-			model, err := os.ReadFile(file)
-			if err != nil {
-				return err
-			}
 			if _, err := runtime.Init(ortLib); err != nil {
 				return err
 			}
@@ -201,30 +227,67 @@ golden vector beyond --tolerance.`,
 					return err
 				}
 			}
-			cfg, err := update.Describe(model, o)
-			if err != nil {
-				return err
+			build := func(file string, prec artifact.Precision, q *artifact.Quantization) (ota.Artifact, error) {
+				model, err := os.ReadFile(file)
+				if err != nil {
+					return ota.Artifact{}, err
+				}
+				o := o
+				o.Precision = prec
+				cfg, err := update.Describe(model, o)
+				if err != nil {
+					return ota.Artifact{}, fmt.Errorf("%s: %w", file, err)
+				}
+				cfg.Quantization = q
+				art := ota.Artifact{Config: *cfg}
+				if art.Model, err = ota.OpenFile(file); err != nil {
+					return ota.Artifact{}, err
+				}
+				for _, f := range files {
+					of, err := ota.OpenFile(f)
+					if err != nil {
+						return ota.Artifact{}, err
+					}
+					art.Files = append(art.Files, of)
+				}
+				return art, nil
 			}
-			art := ota.Artifact{Config: *cfg}
-			if art.Model, err = ota.OpenFile(file); err != nil {
-				return err
-			}
-			for _, f := range files {
-				of, err := ota.OpenFile(f)
+			w := cmd.OutOrStdout()
+			if len(specs) == 0 {
+				art, err := build(file, artifact.Precision(precision), nil)
 				if err != nil {
 					return err
 				}
-				art.Files = append(art.Files, of)
+				d, err := ota.Push(cmd.Context(), ref, art, reg.options(g, w)...)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "pushed %s version %s\n%s\n", art.Config.Name, art.Config.Version, d)
+				return nil
 			}
-			d, err := ota.Push(cmd.Context(), ref, art, reg.options(g, cmd.OutOrStdout())...)
+			arts := make([]ota.Artifact, len(specs))
+			for i, sp := range specs {
+				if arts[i], err = build(sp.file, sp.precision, sp.quantization); err != nil {
+					return err
+				}
+			}
+			opts := reg.options(g, w)
+			d, err := ota.PushVariants(cmd.Context(), ref, arts, opts...)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s version %s\n%s\n", cfg.Name, cfg.Version, d)
+			ix, err := ota.InspectIndex(cmd.Context(), d.String(), opts...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "pushed %s version %s: %d variants\n", modelName, version, len(ix.Variants))
+			printVariants(w, ix)
+			fmt.Fprintln(w, d)
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	f.StringArrayVar(&variants, "variant", nil, "push a precision variant FILE[:PRECISION|:REPORT.json] (repeatable; REF becomes a variant index)")
 	reg.add(cmd)
 	f.StringVar(&modelName, "name", "", "model name (default: the file name without extension)")
 	f.StringVar(&version, "version", "", "model version, a positive integer (default: the tag)")
@@ -239,6 +302,55 @@ golden vector beyond --tolerance.`,
 	f.Uint64Var(&seed, "seed", 1, "seed of generated golden inputs")
 	f.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library")
 	return cmd
+}
+
+// variantSpec is one --variant of model push.
+type variantSpec struct {
+	file         string
+	precision    artifact.Precision
+	quantization *artifact.Quantization
+}
+
+// parseVariant parses FILE, FILE:PRECISION or FILE:REPORT.json (a report
+// written by edgefleet quantize --report); def is the precision of a bare
+// FILE.
+func parseVariant(s string, def artifact.Precision) (variantSpec, error) {
+	sp := variantSpec{file: s, precision: def}
+	if i := strings.LastIndex(s, ":"); i > 0 {
+		file, spec := s[:i], s[i+1:]
+		switch {
+		case strings.HasSuffix(spec, ".json"):
+			b, err := os.ReadFile(spec)
+			if err != nil {
+				return sp, fmt.Errorf("--variant %q: %w", s, err)
+			}
+			var r quantizeResult
+			if err := json.Unmarshal(b, &r); err != nil || r.Precision == "" {
+				return sp, fmt.Errorf("--variant %q: %s is not a report written by edgefleet quantize --report (%v)", s, spec, err)
+			}
+			sp = variantSpec{file: file, precision: r.Precision, quantization: r.Quantization}
+		case artifact.CheckPrecision(artifact.Precision(spec)) == nil:
+			sp = variantSpec{file: file, precision: artifact.Precision(spec)}
+		default:
+			if _, err := os.Stat(s); err != nil { // a file name with a colon is fine
+				return sp, fmt.Errorf("--variant %q: %q is neither a precision (fp32, fp16, bf16, int8, uint8, mixed) nor a .json report", s, spec)
+			}
+		}
+	}
+	if err := artifact.CheckPrecision(sp.precision); err != nil {
+		return sp, fmt.Errorf("--variant %q: %w", s, err)
+	}
+	return sp, nil
+}
+
+// printVariants lists a variant index's entries.
+func printVariants(w io.Writer, ix *ota.Index) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PRECISION\tPROVIDERS\tSIZE\tMANIFEST")
+	for _, v := range ix.Variants {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", v.Precision, strings.Join(v.Providers, ","), v.Descriptor.Size, v.Descriptor.Digest)
+	}
+	_ = tw.Flush()
 }
 
 func parseTolerance(s string) (artifact.Tolerance, error) {
@@ -290,6 +402,7 @@ func newModelPullCmd(g *globalFlags) *cobra.Command {
 	var (
 		reg                  registryFlags
 		out, data, blobCache string
+		providers            []string
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF (--out DIR | --data DIR)",
@@ -307,6 +420,9 @@ running agent) as the version its config names, not activated.`,
 				return errors.New("give exactly one of --out DIR and --data DIR")
 			}
 			opts := reg.options(g, cmd.OutOrStdout())
+			if len(providers) > 0 {
+				opts = append(opts, ota.WithVariant(ota.Preference{Providers: providers}))
+			}
 			ctx := cmd.Context()
 			if data != "" {
 				c, err := openCache(data)
@@ -350,25 +466,44 @@ running agent) as the version its config names, not activated.`,
 	reg.add(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "write the artifact's files into this folder")
 	cmd.Flags().StringVar(&data, "data", "", "store the model in this agent data folder's cache")
+	cmd.Flags().StringSliceVar(&providers, "providers", nil, "for a variant index: pull the variant for these execution providers, e.g. cpu or cuda,cpu")
 	cmd.Flags().StringVar(&blobCache, "blob-cache", "", "where --out keeps downloaded blobs for resuming (default: the user cache folder)")
 	return cmd
 }
 
 func newModelInspectCmd(g *globalFlags) *cobra.Command {
 	var (
-		reg    registryFlags
-		asJSON bool
+		reg       registryFlags
+		asJSON    bool
+		providers []string
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect REF",
 		Short: "Show a model artifact's manifest and config without downloading the model",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := ota.Inspect(cmd.Context(), args[0], reg.options(g, io.Discard)...)
+			opts := reg.options(g, io.Discard)
+			w := cmd.OutOrStdout()
+			if len(providers) > 0 {
+				opts = append(opts, ota.WithVariant(ota.Preference{Providers: providers}))
+			}
+			res, err := ota.Inspect(cmd.Context(), args[0], opts...)
+			if errors.Is(err, ota.ErrIndex) {
+				ix, err := ota.InspectIndex(cmd.Context(), args[0], opts...)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(w).Encode(map[string]any{"ref": ix.Ref.String(), "index": json.RawMessage(ix.Raw)})
+				}
+				n, v := ix.Model()
+				fmt.Fprintf(w, "Reference:  %s\nModel:      %s version %s, %d variants (select one with --providers or by digest)\n", ix.Ref, n, v, len(ix.Variants))
+				printVariants(w, ix)
+				return nil
+			}
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			if asJSON {
 				return json.NewEncoder(w).Encode(map[string]any{"ref": res.Ref.String(),
 					"manifest": json.RawMessage(res.RawManifest), "config": json.RawMessage(res.RawConfig)})
@@ -376,6 +511,9 @@ func newModelInspectCmd(g *globalFlags) *cobra.Command {
 			c := res.Config
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "Reference:\t%s\n", res.Ref)
+			if res.Variant != nil {
+				fmt.Fprintf(tw, "Variant of:\t%s (%s)\n", res.Index.Ref, res.Variant)
+			}
 			fmt.Fprintf(tw, "Model:\t%s version %s (%s)\n", c.Name, c.Version, c.Precision)
 			if c.Description != "" {
 				fmt.Fprintf(tw, "Description:\t%s\n", c.Description)
@@ -411,6 +549,7 @@ func newModelInspectCmd(g *globalFlags) *cobra.Command {
 	}
 	reg.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the manifest and config as JSON")
+	cmd.Flags().StringSliceVar(&providers, "providers", nil, "for a variant index: show the variant a device with these execution providers gets, e.g. cuda,cpu")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/quantize"
 )
 
 func otaFixture(name string) string {
@@ -293,5 +294,95 @@ func TestAgentUpdateCommands(t *testing.T) {
 	out = mustCLI(t, "agent", "update-status", "--agent", addr, "--json", "m")
 	if !strings.Contains(out, `"active": "1"`) {
 		t.Fatalf("update-status --json:\n%s", out)
+	}
+}
+
+func TestModelPushVariants(t *testing.T) {
+	initORT(t)
+	host := startTestRegistry(t)
+	dir := t.TempDir()
+	fp32File := filepath.Join("..", "..", "agent", "testdata", "digits", "cnn.onnx")
+	fp32, err := os.ReadFile(fp32File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An INT8 variant and the report edgefleet quantize --report writes.
+	int8, rep, err := quantize.Dynamic(context.Background(), fp32, quantize.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	int8File, reportFile := filepath.Join(dir, "cnn.int8.onnx"), filepath.Join(dir, "int8.report.json")
+	report, _ := json.Marshal(quantizeResult{Report: rep, Precision: rep.ArtifactPrecision(), Quantization: rep.ArtifactQuantization()})
+	if err := os.WriteFile(int8File, int8, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(reportFile, report, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/models/digits:4"
+	out := mustCLI(t, "model", "push", "--name", "digits", "--variant", fp32File+":fp32", "--variant", int8File+":"+reportFile, ref)
+	for _, want := range []string{"pushed digits version 4: 2 variants", "fp32       cuda,tensorrt,cpu", "int8       cpu", "@sha256:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("push output lacks %q:\n%s", want, out)
+		}
+	}
+	out = mustCLI(t, "model", "inspect", ref)
+	if !strings.Contains(out, "digits version 4, 2 variants") || !strings.Contains(out, "int8       cpu") {
+		t.Errorf("inspect of the index:\n%s", out)
+	}
+
+	tests := []struct {
+		providers string
+		want      artifact.Precision
+		method    string
+		model     []byte
+	}{
+		{"cpu", artifact.PrecisionINT8, "dynamic", int8},
+		{"cuda,cpu", artifact.PrecisionFP32, "", fp32},
+	}
+	for _, tc := range tests {
+		t.Run(tc.providers, func(t *testing.T) {
+			out := mustCLI(t, "model", "inspect", "--json", "--providers", tc.providers, ref)
+			var doc struct{ Config artifact.Config }
+			if err := json.Unmarshal([]byte(out), &doc); err != nil {
+				t.Fatal(err)
+			}
+			method := ""
+			if q := doc.Config.Quantization; q != nil {
+				method = q.Method
+			}
+			if doc.Config.Precision != tc.want || method != tc.method || doc.Config.Golden == nil {
+				t.Fatalf("variant for %s: precision %s, quantization %q; want %s, %q", tc.providers, doc.Config.Precision, method, tc.want, tc.method)
+			}
+			outDir := filepath.Join(dir, "out-"+tc.providers)
+			mustCLI(t, "model", "pull", "--providers", tc.providers, "--blob-cache", filepath.Join(dir, "blobs"), "--out", outDir, ref)
+			title := "cnn.onnx"
+			if tc.want == artifact.PrecisionINT8 {
+				title = "cnn.int8.onnx"
+			}
+			if b, err := os.ReadFile(filepath.Join(outDir, title)); err != nil || !bytes.Equal(b, tc.model) {
+				t.Fatalf("pulled %s: %v (%d bytes)", title, err, len(b))
+			}
+		})
+	}
+
+	bad := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown precision", []string{"model", "push", "--name", "d", "--variant", fp32File + ":int4", ref}, "neither a precision"},
+		{"not a report", []string{"model", "push", "--name", "d", "--variant", fp32File + ":" + fp32File + ".json", ref}, "no such file"},
+		{"file and variants", []string{"model", "push", "--variant", fp32File, fp32File, ref}, "accepts 1 arg"},
+		{"same precision twice", []string{"model", "push", "--name", "d", "--variant", fp32File, "--variant", fp32File, ref}, "both fp32"},
+		{"index without a preference", []string{"model", "pull", "--out", filepath.Join(dir, "x"), ref}, "variant index"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runCLI(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error mentioning %q\n%s", err, tc.want, out)
+			}
+		})
 	}
 }
