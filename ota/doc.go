@@ -25,6 +25,11 @@
 // and 5xx answers with backoff, and commits a blob only when its digest
 // matches. Progress receives events for progress bars.
 //
+// PushVariants publishes several precision variants of one model version
+// behind one tag as a variant index; InspectIndex lists them, SelectVariant
+// picks one for a device's execution providers, and Inspect and Pull given
+// WithVariant resolve an index reference to that variant by digest.
+//
 // # Caveats
 //
 // Pull trusts nothing but digests: use package signature to decide whether
