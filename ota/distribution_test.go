@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -70,5 +71,30 @@ func TestDistributionRegistry(t *testing.T) {
 		if !bytes.Equal(b.Bytes(), ta.files[artifact.Title(l)]) {
 			t.Errorf("layer %q differs", artifact.Title(l))
 		}
+	}
+}
+
+// TestDistributionVariants pushes a variant index to docker-registry, which
+// checks that an index's entries exist, and selects a variant from it.
+func TestDistributionVariants(t *testing.T) {
+	ctx := context.Background()
+	host := regtest.Distribution(t)
+	ref := host + "/models/digits:6"
+	fp32, int8 := randomBytes(t, 30000), randomBytes(t, 9000)
+	dig, err := PushVariants(ctx, ref, []Artifact{
+		variantArtifact("6", artifact.PrecisionFP32, nil, fp32),
+		variantArtifact("6", artifact.PrecisionINT8, nil, int8),
+	}, WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatalf("PushVariants to docker-registry: %v", err)
+	}
+	sink := mustDirSink(t)
+	res, err := Pull(ctx, ref, sink, WithVariant(Preference{Providers: []string{"cpu"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(sink.Path(res.Model().Digest))
+	if err != nil || res.Index.Ref != dig || res.Config.Precision != artifact.PrecisionINT8 || !bytes.Equal(b, int8) {
+		t.Fatalf("pulled %s (%s) from %s (%v); want the int8 variant of %s", res.Ref, res.Config.Precision, res.Index.Ref, err, dig)
 	}
 }
