@@ -239,9 +239,6 @@ func (r *Repository) PushVariants(ctx context.Context, tagOrDigest string, varia
 		if len(eps) == 0 {
 			eps = artifact.DefaultProviders(v.Config.Precision)
 		}
-		if err := artifact.CheckPrecision(v.Config.Precision); err != nil {
-			return name.Digest{}, fmt.Errorf("%w: variant %d: %v", artifact.ErrInvalid, i, err)
-		}
 		kind := string(v.Config.Precision) + " for " + strings.Join(eps, ",")
 		if j, dup := kinds[kind]; dup {
 			return name.Digest{}, fmt.Errorf("%w: variants %d and %d are both %s", artifact.ErrInvalid, j, i, kind)
