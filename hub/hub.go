@@ -576,6 +576,15 @@ func resolveArtifact(ctx context.Context, ref string) (rollout.Artifact, error) 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := ota.Inspect(ctx, ref)
+	if errors.Is(err, ota.ErrIndex) {
+		// Precision variants: devices pick theirs; the rollout tracks the index digest.
+		ix, err := ota.InspectIndex(ctx, ref)
+		if err != nil {
+			return rollout.Artifact{}, err
+		}
+		name, version := ix.Model()
+		return rollout.Artifact{Digest: ix.Ref.DigestStr(), Name: name, Version: version}, nil
+	}
 	if err != nil {
 		return rollout.Artifact{}, err
 	}

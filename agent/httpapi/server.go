@@ -488,7 +488,6 @@ func statusOf(err error) int {
 // only reaches logs and metrics since the client is gone.
 const statusClientClosed = 499
 
-
 func (s *Server) writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = contentTypeJSON
