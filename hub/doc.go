@@ -12,12 +12,19 @@
 //
 // # Data folder
 //
-//	hub.db             bbolt: devices, desired/reported state, tokens, OCI manifests
+//	hub.db             bbolt: devices, desired/reported state, tokens, OCI manifests, rollouts
 //	ca.crt, ca.key     the hub's CA (agents trust ca.crt)
 //	admin.crt/.key     the admin client certificate the CLI uses (mTLS)
 //	api.url            the API URL as advertised, for the CLI
 //	crl.pem            revoked device certificates, for external brokers
 //	blobs/             the embedded OCI registry's blobs
+//
+// # Rollouts
+//
+// The hub runs a rollout.Manager: canary rollouts of model versions in
+// waves, gated on the health devices report, halted and rolled back
+// fleet-wide on a breach (see package rollout; REST /v1/rollouts,
+// `edgefleet rollout`).
 //
 // # Listeners
 //
