@@ -143,6 +143,7 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each case has its own hub and fleet
 			th := startHub(t)
 			health := tt.health
 			if health == nil {
