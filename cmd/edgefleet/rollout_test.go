@@ -136,3 +136,29 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestAgentHubFlags(t *testing.T) {
+	tok := "c2VjcmV0LXNlY3JldC1zZWNyZXQ." + strings.Repeat("ab", 16)
+	tests := []struct {
+		name string
+		args []string
+		want string // "" means valid
+	}{
+		{"enroll", []string{"--hub", "https://hub.example:7443", "--token", tok, "--device-id", "edge-1", "--labels", "site=berlin,gpu=true"}, ""},
+		{"http hub", []string{"--hub", "http://hub.example:7443"}, "hub.url"},
+		{"token without hub", []string{"--token", tok}, "hub.token without hub.url"},
+		{"malformed token", []string{"--hub", "https://h:1", "--token", "nope"}, "hub.token"},
+		{"bad device id", []string{"--hub", "https://h:1", "--device-id", "bad id"}, "hub.device_id"},
+		{"bad label", []string{"--hub", "https://h:1", "--labels", "nokey"}, "want key=value"},
+	}
+	for _, tt := range tests {
+		args := append([]string{"agent", "--check-config", "--data", t.TempDir()}, tt.args...)
+		out, err := run(t, args...)
+		switch {
+		case tt.want == "" && (err != nil || !strings.Contains(out, "configuration OK")):
+			t.Errorf("%s: %q, %v", tt.name, out, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want an error naming %q", tt.name, err, tt.want)
+		}
+	}
+}
