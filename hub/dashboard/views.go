@@ -304,14 +304,22 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// versionLess orders versions numerically when both are numbers.
+// versionLess orders versions by their dot-separated parts, numerically
+// where both parts are numbers ("2" < "10", "1.5" < "1.10").
 func versionLess(a, b string) bool {
-	x, errA := strconv.ParseFloat(a, 64)
-	y, errB := strconv.ParseFloat(b, 64)
-	if errA == nil && errB == nil && x != y {
-		return x < y
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := range min(len(pa), len(pb)) {
+		if pa[i] == pb[i] {
+			continue
+		}
+		x, errX := strconv.ParseUint(pa[i], 10, 64)
+		y, errY := strconv.ParseUint(pb[i], 10, 64)
+		if errX == nil && errY == nil && x != y {
+			return x < y
+		}
+		return pa[i] < pb[i]
 	}
-	return a < b
+	return len(pa) < len(pb)
 }
 
 func unique(s []string) []string {
