@@ -45,12 +45,15 @@
 // # Live updates
 //
 // The server watches the telemetry store (Store.Watch), device messages
-// (presence, heartbeats, reported state) and the rollouts (polled every
-// Config.RolloutPoll while a page is connected, compared by progress), and
-// sends coalesced "change" events at most every Config.Coalesce. A page
-// re-reads what it shows when one arrives; when the event stream is not
-// available it polls every five seconds instead (?live=poll forces that,
-// ?live=off turns updates off).
+// (presence and reported state; heartbeats only move last-seen times) and
+// the rollouts (polled every Config.RolloutPoll while a page is connected,
+// compared by progress), and sends coalesced "change" events at most every
+// Config.Coalesce. A page re-reads what it shows when an event concerns it,
+// at most every two seconds; when the event stream is not available it
+// polls every five seconds instead (?live=poll forces that, ?live=off
+// turns updates off). ?stream=SECONDS makes the server end each event
+// stream after that long (the browser reconnects and re-reads), for
+// proxies that cut long responses and for headless browsers.
 //
 // # Caveats
 //

@@ -56,7 +56,7 @@ type Events interface {
 
 // Defaults for the zero values of Config.
 const (
-	DefaultCoalesce    = 500 * time.Millisecond
+	DefaultCoalesce    = time.Second
 	DefaultRolloutPoll = time.Second
 	DefaultKeepAlive   = 15 * time.Second
 	// maxDeviceRows bounds /api/devices answers.
@@ -252,8 +252,11 @@ func (s *Server) rolloutFingerprint(ctx context.Context) string {
 }
 
 func (s *Server) onDeviceEvent(e shadow.Event) {
-	// Heartbeats of devices already online change nothing shown but the
-	// last-seen time; they are coalesced like the rest.
+	// Heartbeats move only last-seen times (a large fleet sends thousands
+	// a second); presence changes and reports are what pages show.
+	if e.Kind == shadow.EventHeartbeat {
+		return
+	}
 	s.events.mark(func(c *change) { c.addDevice(e.DeviceID) })
 }
 

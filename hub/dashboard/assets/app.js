@@ -622,7 +622,8 @@
   const view = document.getElementById('view');
   const liveEl = document.getElementById('live');
   const updatedEl = document.getElementById('updated');
-  let seq = 0, pending = null, inflight = false, again = false;
+  const MIN_GAP_MS = 2000; // between refreshes caused by events
+  let seq = 0, pending = null, inflight = false, again = false, lastRefresh = 0;
 
   // refresh renders the current page; concurrent calls collapse into one
   // more run once the running one ends.
@@ -630,6 +631,7 @@
     if (inflight) { again = true; return; }
     inflight = true;
     const my = ++seq;
+    lastRefresh = Date.now();
     const rt = route();
     for (const a of document.querySelectorAll('header.top nav a')) a.classList.toggle('active', a.dataset.nav === rt.nav);
     try {
@@ -655,9 +657,12 @@
     }
   }
 
+  // schedule refreshes soon, but not more often than every MIN_GAP_MS:
+  // a large fleet changes all the time.
   function schedule() {
     if (pending) return;
-    pending = setTimeout(() => { pending = null; refresh(true); }, 250);
+    const wait = Math.max(250, lastRefresh + MIN_GAP_MS - Date.now());
+    pending = setTimeout(() => { pending = null; refresh(true); }, wait);
   }
 
   // concerns tells whether a change event touches the page shown.
