@@ -16,7 +16,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent test test-short bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet test test-short bench deps deps-apt fuzz vet clean
 
 all: build
 
@@ -58,6 +58,7 @@ run-agent: deps build
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags results ./quantize/
+	$(GO) vet -tags scale ./agent/fleetsim/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -90,6 +91,12 @@ bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./agent/telemetry | tee bench-results/telemetry-bench.txt
 	$(GO) test -run='^$$' -bench=. -count=1 ./quantize | tee bench-results/quantize-bench.txt
 	$(GO) test -tags results -run '^TestResults$$' -count=1 -timeout 60m ./quantize/   # rewrites quantize/RESULTS.md
+	$(MAKE) --no-print-directory bench-fleet
+
+# 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
+bench-fleet:
+	@mkdir -p bench-results
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
 
 clean:
 	rm -rf bin .data bench-results
