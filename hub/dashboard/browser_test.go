@@ -172,6 +172,14 @@ func testBrowser(t *testing.T, e *env) {
 			},
 		},
 		{
+			name: "rollout", path: "/?live=off#/rollouts/" + canary,
+			checks: []check{
+				has(attr("data-rollout", canary) + ` data-state="running"`),
+				hasN(`data-device-row="sim-0000\d"`, 1),
+				has(`<span class="badge updated" data-state="updated">updated</span>`),
+			},
+		},
+		{
 			name: "models", path: "/?live=off#/models",
 			checks: []check{
 				has(`data-chart="throughput-digits"`), has(`data-chart="latency-vad"`),
