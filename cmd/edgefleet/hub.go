@@ -33,6 +33,7 @@ type hubConfig struct {
 	Hosts              []string      `yaml:"hosts"`
 	DeviceCertValidity time.Duration `yaml:"device_cert_validity"`
 	Metrics            string        `yaml:"metrics"`
+	Dashboard          string        `yaml:"dashboard"`
 	QUIC               string        `yaml:"quic"`
 	TelemetryWindow    int           `yaml:"telemetry_window"`
 	TelemetryMaxSeries int           `yaml:"telemetry_max_series"`
@@ -73,7 +74,7 @@ device and token commands use (admin.crt/admin.key).`,
   edgefleet agent --data /var/lib/edgefleet --hub https://hub.example:7443 --token <token>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := hubConfig{API: hub.DefaultAPIAddr, MQTT: hub.DefaultMQTTAddr, Registry: hub.DefaultRegistryAddr, Metrics: hub.DefaultMetricsAddr}
+			cfg := hubConfig{API: hub.DefaultAPIAddr, MQTT: hub.DefaultMQTTAddr, Registry: hub.DefaultRegistryAddr, Metrics: hub.DefaultMetricsAddr, Dashboard: hub.DefaultDashboardAddr}
 			if cfgFile != "" {
 				var err error
 				if cfg, err = loadHubConfig(cfgFile); err != nil {
@@ -97,6 +98,7 @@ device and token commands use (admin.crt/admin.key).`,
 			set("advertise-mqtt", &cfg.AdvertiseMQTT, flags.AdvertiseMQTT)
 			set("advertise-registry", &cfg.AdvertiseRegistry, flags.AdvertiseRegistry)
 			set("metrics", &cfg.Metrics, flags.Metrics)
+			set("dashboard", &cfg.Dashboard, flags.Dashboard)
 			if fs.Changed("quic") {
 				cfg.QUIC = flags.QUIC
 			}
@@ -133,6 +135,7 @@ device and token commands use (admin.crt/admin.key).`,
 				Hosts:              cfg.Hosts,
 				DeviceCertValidity: cfg.DeviceCertValidity,
 				MetricsAddr:        cfg.Metrics,
+				DashboardAddr:      cfg.Dashboard,
 				QUICAddr:           cfg.QUIC,
 				TelemetryWindow:    cfg.TelemetryWindow,
 				TelemetryMaxSeries: cfg.TelemetryMaxSeries,
@@ -144,8 +147,8 @@ device and token commands use (admin.crt/admin.key).`,
 				}
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "hub API %s, MQTT %s, registry %s, QUIC telemetry %s, metrics %s\nCA fingerprint %s\ncreate an enrollment token: edgefleet hub token create --data %s\n",
-				h.APIURL(), h.MQTTURL(), orNone(h.RegistryAddr()), orNone(h.QUICAddr()), orNone(h.MetricsURL()), h.CAFingerprint(), cfg.Data)
+			fmt.Fprintf(cmd.ErrOrStderr(), "hub API %s, MQTT %s, registry %s, QUIC telemetry %s, metrics %s, dashboard %s\nCA fingerprint %s\ncreate an enrollment token: edgefleet hub token create --data %s\n",
+				h.APIURL(), h.MQTTURL(), orNone(h.RegistryAddr()), orNone(h.QUICAddr()), orNone(h.MetricsURL()), orNone(h.DashboardURL()), h.CAFingerprint(), cfg.Data)
 			return h.Run(ctx)
 		},
 	}
@@ -164,6 +167,7 @@ device and token commands use (admin.crt/admin.key).`,
 	f.StringSliceVar(&flags.Hosts, "host", nil, "extra DNS names/IPs for the hub's server certificate")
 	f.DurationVar(&flags.DeviceCertValidity, "device-cert-validity", ca.DefaultDeviceValidity, "lifetime of device certificates")
 	f.StringVar(&flags.Metrics, "metrics", hub.DefaultMetricsAddr, `Prometheus /metrics listen address, plain HTTP ("off" to disable)`)
+	f.StringVar(&flags.Dashboard, "dashboard", hub.DefaultDashboardAddr, `web dashboard listen address, plain HTTP, read-only ("off" to disable)`)
 	f.IntVar(&flags.TelemetryWindow, "telemetry-window", telemetry.DefaultWindow, "telemetry snapshots kept per device for the API and dashboard")
 	f.IntVar(&flags.TelemetryMaxSeries, "telemetry-max-series", telemetry.DefaultMaxSeries, "device/model/version label sets on /metrics (the rest are summed under device=\"_overflow\")")
 	f.StringVar(&flags.QUIC, "quic", "", `telemetry QUIC listen address, UDP (default: the API's host and port; "off" to disable)`)

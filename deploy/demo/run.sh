@@ -53,6 +53,7 @@ from the held-out set; the largest of the 10 logits is the prediction):
   curl -s $HTTP/metrics | grep ^edgefleet_agent_requests
   $BIN device ls --data $DATA/hub
   $BIN rollout status --data $DATA/hub
+  open http://127.0.0.1:7080/   # the hub's live dashboard
 
 Ctrl-C stops the hub and the agent.
 MSG
