@@ -88,7 +88,7 @@ bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	  --node-peer $(DEPS)/nodepeer/node_modules --swap-model agent/testdata/digits/transformer.onnx --cycles 100 \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,8 --node-peer $(DEPS)/nodepeer/node_modules --out bench-results/serving-ocr-rec.md
+	  --concurrency 1,2 --node-peer $(DEPS)/nodepeer/node_modules --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./agent/telemetry | tee bench-results/telemetry-bench.txt
