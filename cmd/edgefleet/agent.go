@@ -43,60 +43,24 @@ desired state names over the air and reports their state and health.`,
 			}
 			// Flags set on the command line override the file.
 			fs := cmd.Flags()
-			if fs.Changed("data") {
-				cfg.Data = flags.Data
-			}
-			if fs.Changed("http") {
-				cfg.HTTP = flags.HTTP
-			}
-			if fs.Changed("grpc") {
-				cfg.GRPC = flags.GRPC
-			}
-			if fs.Changed("unix") {
-				cfg.Unix = flags.Unix
-			}
-			if fs.Changed("max-body") {
-				cfg.MaxBodyBytes = flags.MaxBodyBytes
-			}
-			if fs.Changed("cache-budget") {
-				cfg.CacheBudget = flags.CacheBudget
-			}
-			if fs.Changed("drain-timeout") {
-				cfg.DrainTimeout = flags.DrainTimeout
-			}
-			if fs.Changed("ort-lib") {
-				cfg.ORTLib = flags.ORTLib
-			}
-			if fs.Changed("providers") {
-				cfg.Defaults.Providers = flags.Defaults.Providers
-			}
-			if fs.Changed("instances") {
-				cfg.Defaults.Instances = flags.Defaults.Instances
-			}
-			if fs.Changed("intra-op-threads") {
-				cfg.Defaults.IntraOpThreads = flags.Defaults.IntraOpThreads
-			}
-			if fs.Changed("telemetry-interval") {
-				cfg.Telemetry.Interval = flags.Telemetry.Interval
-			}
-			if fs.Changed("telemetry-budget") {
-				cfg.Telemetry.Budget = flags.Telemetry.Budget
-			}
-			if fs.Changed("telemetry-transport") {
-				cfg.Telemetry.Transport = flags.Telemetry.Transport
-			}
-			if fs.Changed("telemetry-quic") {
-				cfg.Telemetry.QUIC = flags.Telemetry.QUIC
-			}
-			if fs.Changed("hub") {
-				cfg.Hub.URL = flags.Hub.URL
-			}
-			if fs.Changed("token") {
-				cfg.Hub.Token = flags.Hub.Token
-			}
-			if fs.Changed("device-id") {
-				cfg.Hub.DeviceID = flags.Hub.DeviceID
-			}
+			override(fs, "data", &cfg.Data, flags.Data)
+			override(fs, "http", &cfg.HTTP, flags.HTTP)
+			override(fs, "grpc", &cfg.GRPC, flags.GRPC)
+			override(fs, "unix", &cfg.Unix, flags.Unix)
+			override(fs, "max-body", &cfg.MaxBodyBytes, flags.MaxBodyBytes)
+			override(fs, "cache-budget", &cfg.CacheBudget, flags.CacheBudget)
+			override(fs, "drain-timeout", &cfg.DrainTimeout, flags.DrainTimeout)
+			override(fs, "ort-lib", &cfg.ORTLib, flags.ORTLib)
+			override(fs, "providers", &cfg.Defaults.Providers, flags.Defaults.Providers)
+			override(fs, "instances", &cfg.Defaults.Instances, flags.Defaults.Instances)
+			override(fs, "intra-op-threads", &cfg.Defaults.IntraOpThreads, flags.Defaults.IntraOpThreads)
+			override(fs, "telemetry-interval", &cfg.Telemetry.Interval, flags.Telemetry.Interval)
+			override(fs, "telemetry-budget", &cfg.Telemetry.Budget, flags.Telemetry.Budget)
+			override(fs, "telemetry-transport", &cfg.Telemetry.Transport, flags.Telemetry.Transport)
+			override(fs, "telemetry-quic", &cfg.Telemetry.QUIC, flags.Telemetry.QUIC)
+			override(fs, "hub", &cfg.Hub.URL, flags.Hub.URL)
+			override(fs, "token", &cfg.Hub.Token, flags.Hub.Token)
+			override(fs, "device-id", &cfg.Hub.DeviceID, flags.Hub.DeviceID)
 			if fs.Changed("labels") {
 				l, err := parseLabels(labels)
 				if err != nil {
