@@ -204,7 +204,7 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 			if err != nil {
 				return err
 			}
-			lbls, err := parsePushLabels(labels)
+			lbls, err := parseLabels("label", labels)
 			if err != nil {
 				return err
 			}
@@ -381,21 +381,6 @@ func parseTolerance(s string) (artifact.Tolerance, error) {
 		return tol, fmt.Errorf("--tolerance %q: must not be negative", s)
 	}
 	return tol, nil
-}
-
-func parsePushLabels(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--label %q: want KEY=VALUE", kv)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 func newModelPullCmd(g *globalFlags) *cobra.Command {
