@@ -26,7 +26,7 @@ func parseLabels(flag string, kvs []string) (map[string]string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--%s %q: want KEY=VALUE", flag, kv)
+			return nil, fmt.Errorf("--%s %q: want key=value", flag, kv)
 		}
 		m[k] = v
 	}
