@@ -53,7 +53,7 @@ func TestSystemdNotify(t *testing.T) {
 			t.Fatalf("notification while serving = %q, want WATCHDOG=1", m)
 		}
 	}
-	r.stop() // the datagrams wait in the socket buffer
+	r.Stop() // the datagrams wait in the socket buffer
 	for {
 		m := next()
 		if m == "STOPPING=1" {
