@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/hub/internal/pgtest"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/store/pgstore"
 )
 
@@ -35,7 +37,7 @@ func TestLeaderHelper(t *testing.T) {
 // TestLeaderFailover kills -9 the process that holds the lease: a replica
 // in this process takes over, and not before.
 func TestLeaderFailover(t *testing.T) {
-	srv := pgtest.Shared(t)
+	srv := testenv.SharedPostgres(t)
 	dsn := srv.DB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -74,8 +76,19 @@ func TestLeaderFailover(t *testing.T) {
 			}
 			<-lctx.Done()
 		})
-	// Let this replica campaign against the live leader for a few polls.
-	time.Sleep(500 * time.Millisecond)
+	// This replica has tried the lock against the live leader (its session
+	// sits idle after a refused pg_try_advisory_lock) before the kill.
+	watch, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	testenv.Eventually(t, "the second replica campaigning", 30*time.Second, func() bool {
+		var n int
+		watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND query LIKE 'SELECT pg_try_advisory_lock%' AND pid <> pg_backend_pid()`).Scan(&n)
+		return n >= 1
+	})
 	killed.Store(true)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -96,7 +109,7 @@ func TestLeaderFailover(t *testing.T) {
 // TestLeaderHandover steps three replicas down one after the other: one
 // leads at a time, and each step-down hands over.
 func TestLeaderHandover(t *testing.T) {
-	srv := pgtest.Shared(t)
+	srv := testenv.SharedPostgres(t)
 	dsn := srv.DB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/edgefleet/edgefleet/hub/internal/pgtest"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/hub/store"
 	"github.com/edgefleet/edgefleet/hub/store/pgstore"
@@ -17,7 +17,7 @@ import (
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.PostgresMain(m)) }
 
 func open(t *testing.T, dsn string) *pgstore.Store {
 	t.Helper()
@@ -33,7 +33,7 @@ func open(t *testing.T, dsn string) *pgstore.Store {
 
 // TestConformance runs the stores' suite on PostgreSQL.
 func TestConformance(t *testing.T) {
-	srv := pgtest.Shared(t)
+	srv := testenv.SharedPostgres(t)
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
 		dsn := srv.DB(t)
 		s := open(t, dsn)
@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 // TestMigrations applies version 1, stores data in its shape, then
 // migrates forward: the data survives and the new columns are filled.
 func TestMigrations(t *testing.T) {
-	srv := pgtest.Shared(t)
+	srv := testenv.SharedPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dsn := srv.DB(t)
@@ -108,7 +108,7 @@ func TestMigrations(t *testing.T) {
 // TestReconnect restarts PostgreSQL under a store: calls fail while it is
 // down and work again once it is back, with nothing to reopen.
 func TestReconnect(t *testing.T) {
-	srv := pgtest.Shared(t)
+	srv := testenv.SharedPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := open(t, srv.DB(t))
@@ -119,16 +119,10 @@ func TestReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pool drops the dead connections on their first failed use.
-	var err error
-	for i := 0; i < 20; i++ {
-		if _, _, err = s.SetDesired(ctx, "cam-1", map[string]wire.DesiredModel{"m": {Ref: "reg/m:1"}}); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("store after a PostgreSQL restart: %v", err)
-	}
+	testenv.Eventually(t, "a write after the PostgreSQL restart", 30*time.Second, func() bool {
+		_, _, err := s.SetDesired(ctx, "cam-1", map[string]wire.DesiredModel{"m": {Ref: "reg/m:1"}})
+		return err == nil
+	})
 	if ds, err := s.Desired(ctx, "cam-1"); err != nil || ds.Revision != 1 {
 		t.Errorf("desired after restart: %+v %v", ds, err)
 	}

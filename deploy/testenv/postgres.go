@@ -1,15 +1,13 @@
-// Package pgtest starts a real PostgreSQL server for tests: Debian's
-// postgresql-15 (the Makefile's APT_PKGS), initdb into a temporary folder,
-// listening on a unix socket in that folder only. PostgreSQL refuses to run
-// as root, so as root (CI) the server runs as the "postgres" system user,
-// created if missing.
-//
-// Without PostgreSQL installed a test skips, and fails under CI=true.
+package testenv
+
+// PostgreSQL for tests: Debian's postgresql-15 (the Makefile's APT_PKGS),
+// initdb into a temporary folder, listening on a unix socket in that folder
+// only. PostgreSQL refuses to run as root, so as root (CI) the server runs
+// as the "postgres" system user, created if missing.
 //
 // One server serves a whole test binary (initdb costs seconds on a loaded
-// machine); each caller gets its own database from DB. Call Main from
-// TestMain so the server is stopped at the end.
-package pgtest
+// machine); each caller gets its own database from Postgres.DB. Call
+// PostgresMain from TestMain so the server is stopped at the end.
 
 import (
 	"context"
@@ -30,8 +28,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Server is a running PostgreSQL.
-type Server struct {
+// Postgres is a running PostgreSQL server.
+type Postgres struct {
 	bin  string // folder of initdb and postgres
 	dir  string // root of the temporary folder (socket and data)
 	cred *syscall.Credential
@@ -42,45 +40,45 @@ type Server struct {
 }
 
 var (
-	shared    *Server
-	sharedErr error
-	once      sync.Once
+	pgShared    *Postgres
+	pgSharedErr error
+	pgOnce      sync.Once
 )
 
-// Main runs the tests and stops the shared server; use it as
-// os.Exit(pgtest.Main(m)) in TestMain.
-func Main(m *testing.M) int {
+// PostgresMain runs the tests and stops the shared server; use it as
+// os.Exit(testenv.PostgresMain(m)) in TestMain.
+func PostgresMain(m *testing.M) int {
 	code := m.Run()
-	if shared != nil {
-		shared.Close()
+	if pgShared != nil {
+		pgShared.Close()
 	}
 	return code
 }
 
-// Shared returns the test binary's server, starting it on first use. It
-// skips the test when PostgreSQL is not installed (fails under CI=true).
-func Shared(t testing.TB) *Server {
+// SharedPostgres returns the test binary's server, starting it on first
+// use. A missing PostgreSQL skips the test (fails it under CI).
+func SharedPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	once.Do(func() { shared, sharedErr = Start() })
-	if sharedErr != nil {
-		if errors.Is(sharedErr, errNotInstalled) && os.Getenv("CI") != "true" {
-			t.Skip(sharedErr)
-		}
-		t.Fatal(sharedErr)
+	pgOnce.Do(func() { pgShared, pgSharedErr = StartPostgres() })
+	if errors.Is(pgSharedErr, errNoPostgres) {
+		Missing(t, "PostgreSQL", "apt-get install postgresql-15 (make deps-apt)")
 	}
-	return shared
+	if pgSharedErr != nil {
+		t.Fatal(pgSharedErr)
+	}
+	return pgShared
 }
 
-var errNotInstalled = errors.New("pgtest: PostgreSQL not installed (apt-get install postgresql-15)")
+var errNoPostgres = errors.New("testenv: PostgreSQL not installed")
 
-// binDir finds the newest /usr/lib/postgresql/<major>/bin with initdb.
-func binDir() (string, error) {
+// pgBinDir finds the newest /usr/lib/postgresql/<major>/bin with initdb.
+func pgBinDir() (string, error) {
 	if d := os.Getenv("EDGEFLEET_PG_BIN"); d != "" {
 		return d, nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(dirs) == 0 {
-		return "", errNotInstalled
+		return "", errNoPostgres
 	}
 	sort.Slice(dirs, func(i, j int) bool {
 		a, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(dirs[i]))))
@@ -90,16 +88,16 @@ func binDir() (string, error) {
 	return filepath.Dir(dirs[0]), nil
 }
 
-// Start initialises and starts a new server. Close stops it and removes
+// StartPostgres initialises and starts a new server. Close stops it and removes
 // its files.
-func Start() (*Server, error) {
-	bin, err := binDir()
+func StartPostgres() (*Postgres, error) {
+	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin}
+	s := &Postgres{bin: bin}
 	if os.Geteuid() == 0 {
-		if s.cred, err = systemUser("postgres"); err != nil {
+		if s.cred, err = pgSystemUser("postgres"); err != nil {
 			return nil, err
 		}
 	}
@@ -116,7 +114,7 @@ func Start() (*Server, error) {
 		"--no-instructions").CombinedOutput()
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
+		return nil, fmt.Errorf("testenv: initdb: %w\n%s", err, out)
 	}
 	if err := s.Restart(context.Background()); err != nil {
 		s.Close()
@@ -125,9 +123,9 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+func (s *Postgres) data() string { return filepath.Join(s.dir, "data") }
 
-func (s *Server) command(name string, args ...string) *exec.Cmd {
+func (s *Postgres) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(s.bin, name), args...)
 	cmd.Dir = s.dir
 	if s.cred != nil {
@@ -138,7 +136,7 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 
 // Stop stops the server (fast shutdown: sessions are cut), keeping its
 // files; Restart starts it again.
-func (s *Server) Stop() {
+func (s *Postgres) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
@@ -158,7 +156,7 @@ func (s *Server) Stop() {
 
 // Restart starts a stopped server (or stops and starts a running one) and
 // waits until it accepts connections.
-func (s *Server) Restart(ctx context.Context) error {
+func (s *Postgres) Restart(ctx context.Context) error {
 	s.Stop()
 	s.mu.Lock()
 	cmd := s.command("postgres", "-D", s.data(), "-k", s.dir, "-c", "listen_addresses=",
@@ -178,7 +176,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		s.mu.Unlock()
 		logf.Close()
-		return fmt.Errorf("pgtest: start postgres: %w", err)
+		return fmt.Errorf("testenv: start postgres: %w", err)
 	}
 	logf.Close()
 	s.cmd = cmd
@@ -194,19 +192,19 @@ func (s *Server) Restart(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			log, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
-			return fmt.Errorf("pgtest: postgres not ready: %w\n%s", err, log)
+			return fmt.Errorf("testenv: postgres not ready: %w\n%s", err, log)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
 // DSN is the connection string of database db.
-func (s *Server) DSN(db string) string {
+func (s *Postgres) DSN(db string) string {
 	return fmt.Sprintf("host=%s port=5432 user=edgefleet dbname=%s sslmode=disable", s.dir, db)
 }
 
 // DB creates a new, empty database for t and returns its DSN.
-func (s *Server) DB(t testing.TB) string {
+func (s *Postgres) DB(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), s.n.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -223,30 +221,30 @@ func (s *Server) DB(t testing.TB) string {
 }
 
 // Close stops the server and removes its files.
-func (s *Server) Close() {
+func (s *Postgres) Close() {
 	s.Stop()
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
 	}
 }
 
-// systemUser returns the credentials of a system user, creating it (no
+// pgSystemUser returns the credentials of a system user, creating it (no
 // home, no login shell) when missing.
-func systemUser(name string) (*syscall.Credential, error) {
+func pgSystemUser(name string) (*syscall.Credential, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
 			name).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("pgtest: create user %s: %w\n%s", name, err, out)
+			return nil, fmt.Errorf("testenv: create user %s: %w\n%s", name, err, out)
 		}
 		if u, err = user.Lookup(name); err != nil {
-			return nil, fmt.Errorf("pgtest: %w", err)
+			return nil, fmt.Errorf("testenv: %w", err)
 		}
 	}
 	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("pgtest: user %s: uid %q gid %q", name, u.Uid, u.Gid)
+		return nil, fmt.Errorf("testenv: user %s: uid %q gid %q", name, u.Uid, u.Gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
