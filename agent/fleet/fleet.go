@@ -65,6 +65,16 @@ type Reporter interface {
 	Report(ctx context.Context) map[string]wire.ReportedModel
 }
 
+// Notifier is optionally implemented by an Applier whose model states
+// change on their own, outside Apply (a local rollback by the
+// post-activation watch, a GPU→CPU fallback, a quarantine): New calls
+// Notify once with a function to call after each such change, and the
+// client then reports the new state at once instead of at its next
+// periodic report. The function does not block.
+type Notifier interface {
+	Notify(changed func())
+}
+
 // Options configure a Client. Dir and Applier are required; HubURL and
 // Token only until the device has enrolled.
 type Options struct {
@@ -125,6 +135,7 @@ type Client struct {
 
 	wake      chan struct{} // a desired state arrived
 	connected chan struct{} // a (re)connection completed
+	changed   chan struct{} // a local state change to report (ReportNow)
 }
 
 // New checks the options and loads the identity and state, if any.
@@ -157,7 +168,10 @@ func New(opts Options) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{opts: opts, log: log, hardware: mergeHardware(DetectHardware(), opts.Hardware), started: time.Now(),
-		wake: make(chan struct{}, 1), connected: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), connected: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	if n, ok := opts.Applier.(Notifier); ok {
+		n.Notify(c.ReportNow)
+	}
 	id, ok, err := loadIdentity(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
@@ -169,6 +183,18 @@ func New(opts Options) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// ReportNow asks the client to publish the device's reported state at
+// once (with the Reporter's current model states), without waiting for
+// the next periodic report; requests made while one is pending coalesce.
+// It does not block. While the device is disconnected the report is made
+// on reconnection, as every connection starts with one.
+func (c *Client) ReportNow() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Identity returns the device's identity; ok is false before enrollment.
@@ -329,6 +355,12 @@ func (c *Client) sessionLoop(ctx context.Context, mc paho.Client) {
 			if mc.IsConnectionOpen() {
 				c.refreshModels(ctx)
 				c.report(ctx, mc)
+			}
+		case <-c.changed:
+			if mc.IsConnectionOpen() {
+				c.refreshModels(ctx)
+				c.report(ctx, mc)
+				c.log.Debug("reported a local state change")
 			}
 		}
 	}

@@ -156,6 +156,17 @@ func (a *Applier) applyModel(ctx context.Context, name string, m wire.DesiredMod
 	}
 }
 
+// Notify makes changed run after every local change of a model's state
+// the updater makes on its own (a rollback by the post-activation watch,
+// the end of a watch, a failed activation, a GPU→CPU fallback), so the
+// fleet client reports it at once; it implements fleet.Notifier.
+func (a *Applier) Notify(changed func()) {
+	a.u.OnChange(func(c update.Change) {
+		a.log.Debug("local model state changed; reporting", "model", c.Model, "change", c.Kind, "version", c.Version)
+		changed()
+	})
+}
+
 // Report returns the state and health of every model the agent knows.
 func (a *Applier) Report(ctx context.Context) map[string]wire.ReportedModel {
 	sts, err := a.u.Statuses()
@@ -254,4 +265,5 @@ func repoOf(ref string) string {
 var (
 	_ fleet.Applier  = (*Applier)(nil)
 	_ fleet.Reporter = (*Applier)(nil)
+	_ fleet.Notifier = (*Applier)(nil)
 )
