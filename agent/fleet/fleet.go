@@ -23,6 +23,17 @@
 // retried in a loop (a newer revision is needed). Only the newest pending
 // state is applied; intermediate ones are skipped.
 //
+// # Reports
+//
+// The client publishes the reported state on every connection, after every
+// applied (or failed) desired state, every Options.ReportInterval when the
+// Applier is a Reporter, and at once after a local change: an Applier that
+// implements Notifier (fleetapply's does) signals rollbacks by the
+// post-activation watch, failed activations and GPU→CPU fallbacks, and
+// ReportNow publishes on demand. The hub's rollout gates act on these
+// reports, so a canary's local rollback stops a rollout within
+// milliseconds, not at the next periodic report.
+//
 // # Files (Options.Dir)
 //
 //	device.key    the device's private key (0600), made before enrolling
