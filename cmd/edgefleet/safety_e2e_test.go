@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/rollout"
 )
@@ -109,29 +108,6 @@ func (p *proc) entries(t *testing.T, msg string) []logEntry {
 	return out
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// poll calls cond every 20 ms until it holds, failing after d.
-func poll(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // e2eFleet is a hub process and agent processes enrolled with it.
 type e2eFleet struct {
 	hubData  string
@@ -152,12 +128,12 @@ type e2eAgent struct {
 func startE2EFleet(t *testing.T, n int, agentYAML string) *e2eFleet {
 	t.Helper()
 	initORT(t)
-	f := &e2eFleet{hubData: t.TempDir(), registry: freeAddr(t)}
-	apiAddr, mqttAddr := freeAddr(t), freeAddr(t)
+	f := &e2eFleet{hubData: t.TempDir(), registry: testenv.FreeAddr(t)}
+	apiAddr, mqttAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	f.hub = startProc(t, "hub", "hub", "--data", f.hubData, "--api", apiAddr, "--mqtt", mqttAddr, "--registry", f.registry,
 		"--metrics", "off", "--dashboard", "off")
 	ctx := context.Background()
-	poll(t, "hub admin credentials", 60*time.Second, func() bool {
+	testenv.Eventually(t, "hub admin credentials", 60*time.Second, func() bool {
 		base, cfg, err := api.AdminCredentials(f.hubData, "")
 		if err != nil {
 			return false
@@ -165,7 +141,7 @@ func startE2EFleet(t *testing.T, n int, agentYAML string) *e2eFleet {
 		f.client = api.NewClient(base, cfg)
 		return f.client.Health(ctx) == nil
 	})
-	lib := filepath.Join(repoRoot(), ".deps", "onnxruntime", runtime.LibraryName)
+	lib := testenv.ORTLibrary(t)
 	for i := range n {
 		id := fmt.Sprintf("e2e-%d", i)
 		tok, err := f.client.CreateToken(ctx, api.TokenRequest{DeviceID: id})
@@ -173,7 +149,7 @@ func startE2EFleet(t *testing.T, n int, agentYAML string) *e2eFleet {
 			t.Fatal(err)
 		}
 		dir := t.TempDir()
-		a := &e2eAgent{id: id, http: freeAddr(t)}
+		a := &e2eAgent{id: id, http: testenv.FreeAddr(t)}
 		cfg := fmt.Sprintf(`data: %s
 http: %s
 grpc: "off"
@@ -194,7 +170,7 @@ hub:
 		a.proc = startProc(t, id, "agent", "-c", path)
 		f.agents = append(f.agents, a)
 	}
-	poll(t, "agents online", 60*time.Second, func() bool {
+	testenv.Eventually(t, "agents online", 60*time.Second, func() bool {
 		devs, err := f.client.Devices(ctx, "site=lab")
 		online := 0
 		for _, d := range devs {
@@ -222,7 +198,7 @@ func (f *e2eFleet) push(t *testing.T, v, file string, extra ...string) string {
 func (f *e2eFleet) waitFinal(t *testing.T, id string, d time.Duration) rollout.Status {
 	t.Helper()
 	var st rollout.Status
-	poll(t, "rollout "+id+" final", d, func() bool {
+	testenv.Eventually(t, "rollout "+id+" final", d, func() bool {
 		var err error
 		st, err = f.client.Rollout(context.Background(), id, true)
 		return err == nil && rollout.Final(st.State)
@@ -234,7 +210,7 @@ func (f *e2eFleet) waitFinal(t *testing.T, id string, d time.Duration) rollout.S
 // stop is called.
 func traffic(t *testing.T, agents []*e2eAgent) (stop func()) {
 	t.Helper()
-	body, err := os.ReadFile(filepath.Join(repoRoot(), "agent", "testdata", "digits", "sample-request.json"))
+	body, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "agent", "testdata", "digits", "sample-request.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,13 +255,13 @@ update:
     min_requests: 20
 `, reportInterval))
 	ctx := context.Background()
-	cnn := filepath.Join(repoRoot(), "agent", "testdata", "digits", "cnn.onnx")
+	cnn := filepath.Join(testenv.RepoRoot(), "agent", "testdata", "digits", "cnn.onnx")
 	// The NaN model answers its golden input (top-left pixel 0.5) right and
 	// every real digit (top-left pixel 0) with NaN.
 	var sample struct {
 		Inputs []map[string]any `json:"inputs"`
 	}
-	b, err := os.ReadFile(filepath.Join(repoRoot(), "agent", "testdata", "digits", "sample-request.json"))
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "agent", "testdata", "digits", "sample-request.json"))
 	if err != nil || json.Unmarshal(b, &sample) != nil {
 		t.Fatalf("sample request: %v", err)
 	}
@@ -295,7 +271,7 @@ update:
 		t.Fatal(err)
 	}
 	ref1 := f.push(t, "1", cnn)
-	ref2 := f.push(t, "2", filepath.Join(repoRoot(), "agent", "testdata", "fleet", "cnn_nan.onnx"), "--golden-input", golden)
+	ref2 := f.push(t, "2", filepath.Join(testenv.RepoRoot(), "agent", "testdata", "fleet", "cnn_nan.onnx"), "--golden-input", golden)
 
 	st, err := f.client.CreateRollout(ctx, rollout.Spec{Model: "digits", Ref: ref1, Selector: "site=lab", Waves: []float64{100}, Bake: -1})
 	if err != nil {
