@@ -142,7 +142,10 @@ type Client struct {
 	// latest is the newest desired state received and not yet taken by
 	// the apply loop.
 	latest *wire.DesiredState
-	mqtt   paho.Client
+	// applied counts finished Apply calls: a Reporter's snapshot taken
+	// while one finished is stale and is dropped (refreshModels).
+	applied uint64
+	mqtt    paho.Client
 
 	wake      chan struct{} // a desired state arrived
 	connected chan struct{} // a (re)connection completed
@@ -431,6 +434,7 @@ func (c *Client) applyLoop(ctx context.Context) {
 		}
 		c.mu.Lock()
 		c.state.Applies++
+		c.applied++
 		if models != nil {
 			c.state.Models = models
 		}
@@ -457,9 +461,16 @@ func (c *Client) refreshModels(ctx context.Context) {
 	if !ok {
 		return
 	}
+	c.mu.Lock()
+	gen := c.applied
+	c.mu.Unlock()
 	models := r.Report(ctx)
 	c.mu.Lock()
-	c.state.Models = models
+	// An Apply that finished meanwhile stored newer model states, with the
+	// revision they belong to: keep those.
+	if c.applied == gen {
+		c.state.Models = models
+	}
 	c.mu.Unlock()
 }
 

@@ -206,6 +206,15 @@ func (f *e2eFleet) waitFinal(t *testing.T, id string, d time.Duration) rollout.S
 	return st
 }
 
+func agentOf(f *e2eFleet, id string) *e2eAgent {
+	for _, a := range f.agents {
+		if a.id == id {
+			return a
+		}
+	}
+	return nil
+}
+
 // traffic sends the sample digit (top-left pixel 0) to every agent until
 // stop is called.
 func traffic(t *testing.T, agents []*e2eAgent) (stop func()) {
@@ -315,14 +324,19 @@ update:
 		}
 	}
 
-	// From the canary's breach to the hub's halt.
-	var agent *e2eAgent
-	for _, a := range f.agents {
-		if a.id == canary {
-			agent = a
-		}
+	// The canary's watch decided: version 2 is gone from it, as from a
+	// device the hub reverted (agent/fleetapply's TestFleetRollouts).
+	resp, err := http.Get("http://" + agentOf(f, canary).http + "/v2/models/digits/versions/2/ready")
+	if err != nil {
+		t.Fatal(err)
 	}
-	breaches := agent.entries(t, "post-activation watch breached; rolling back")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("canary: versions/2/ready answered %d, want 404", resp.StatusCode)
+	}
+
+	// From the canary's breach to the hub's halt.
+	breaches := agentOf(f, canary).entries(t, "post-activation watch breached; rolling back")
 	halts := f.hub.entries(t, "rollout halted; rolling back")
 	if len(breaches) != 1 || len(halts) != 1 {
 		t.Fatalf("%d breaches on the canary, %d halts at the hub: want one each", len(breaches), len(halts))

@@ -448,7 +448,12 @@ func (m *Manager) revert(ctx context.Context, rn *run, now time.Time) ([]wire.De
 					}
 					return nil
 				}
-				models[spec.Model] = *prev
+				back := *prev
+				back.Reject = spec.Digest // the device marks it bad, as its own watch would
+				if back.Digest == spec.Digest {
+					back.Reject = ""
+				}
+				models[spec.Model] = back
 				return nil
 			})
 			switch {
