@@ -65,6 +65,11 @@ type staticJob struct {
 	types   map[string]graph.Elem
 	batches []Batch
 	opts    Options
+	// opsetBefore is the model's own default-domain opset; conversion is
+	// the upgrade applied to m (nil when none), convertErr why it failed.
+	opsetBefore int64
+	conversion  *ConversionReport
+	convertErr  error
 	// ranges caches calibrated tensor ranges.
 	ranges map[string][2]float32
 }
@@ -92,11 +97,25 @@ func newStaticJob(model []byte, batches []Batch, opts Options) (*staticJob, erro
 	if err := checkDomains(m); err != nil {
 		return nil, err
 	}
-	types, err := inferTypes(m)
-	if err != nil {
+	j := &staticJob{model: model, m: m, batches: batches, opts: opts, ranges: map[string][2]float32{}}
+	j.opsetBefore, _ = graph.Opset(m, graph.DefaultDomain)
+	// QuantizeLinear needs opset 10 and per-channel DequantizeLinear 13:
+	// convert older models first (on a copy; a model that cannot be
+	// converted falls back to raising the opset where that is safe).
+	if need := int64(10); j.opsetBefore < StaticOpset && (!opts.PerTensor || j.opsetBefore < need) {
+		c := graph.Clone(m)
+		if rep, err := convertModel(c, StaticOpset); err != nil {
+			j.convertErr = err
+			opts.Logger.Warn("opset conversion failed", "err", err)
+		} else {
+			j.m, j.conversion = c, rep
+			opts.Logger.Info("opset converted", "report", rep.String())
+		}
+	}
+	if j.types, err = inferTypes(j.m); err != nil {
 		return nil, err
 	}
-	return &staticJob{model: model, m: m, types: types, batches: batches, opts: opts, ranges: map[string][2]float32{}}, nil
+	return j, nil
 }
 
 // knownDomains are the operator domains onnxruntime's CPU provider runs.
@@ -353,10 +372,16 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 		ActivationType: opts.ActivationType.String(),
 		SizeBefore:     len(j.model),
 	}
-	rep.OpsetBefore, _ = graph.Opset(j.m, graph.DefaultDomain)
+	rep.OpsetBefore = j.opsetBefore
 	qm := graph.Clone(j.m)
 	perChannel := !opts.PerTensor
-	if rep.OpsetBefore < 10 {
+	if j.conversion != nil {
+		rep.Conversion = j.conversion
+		rep.Warnings = append(rep.Warnings, j.conversion.String())
+	} else if j.convertErr != nil {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset conversion to %d failed: %v", StaticOpset, j.convertErr))
+	}
+	if cur, _ := graph.Opset(qm, graph.DefaultDomain); cur < 10 {
 		warn, err := raiseOpset(qm, 11)
 		if err != nil {
 			return nil, nil, err

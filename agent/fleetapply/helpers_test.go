@@ -25,7 +25,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 	"github.com/edgefleet/edgefleet/agent/update"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/registry"

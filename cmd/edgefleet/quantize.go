@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -31,6 +33,7 @@ func newQuantizeCmd(g *globalFlags) *cobra.Command {
   static       QDQ format, activations calibrated on --calib (minmax, percentile or entropy)
   fp16         float16 weights and operators, a block list kept in float32
   sensitivity  SQNR and cosine similarity of each quantized node against FP32
+  convert      upgrade the default-domain opset (e.g. 9 -> 13), rewriting the operators that changed
 
 Datasets (--calib, --eval) are CSV files, one sample per row (a header row is
 detected; --label-column names the label; --scale multiplies the features), or
@@ -45,6 +48,7 @@ written and the command fails.`,
 		newQuantizeModeCmd(g, quantize.ModeStatic),
 		newQuantizeModeCmd(g, quantize.ModeFP16),
 		newQuantizeSensitivityCmd(g),
+		newQuantizeConvertCmd(g),
 	)
 	return cmd
 }
@@ -550,5 +554,51 @@ node of a quantizable operator type is measured.`,
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
 	data.register(cmd)
+	return cmd
+}
+
+func newQuantizeConvertCmd(g *globalFlags) *cobra.Command {
+	var (
+		out, ortLib string
+		target      int64
+	)
+	cmd := &cobra.Command{
+		Use:   "convert IN.onnx -o OUT.onnx --opset 13",
+		Short: "Upgrade a model's default-domain opset, rewriting the operators that changed",
+		Long: `Convert the model's default-domain operator set to --opset, as ONNX's version
+converter does: Slice's attributes become inputs, Upsample becomes Resize with
+opset 10's coordinates spelled out, Clip/Pad/Squeeze/Unsqueeze/Split/ReduceX
+attributes become inputs, Softmax keeps its pre-13 meaning, ... An operator the
+converter cannot rewrite is named in the error and nothing is written. Static
+quantization does this itself when the model's opset is below 13.`,
+		Example: "  edgefleet quantize convert .deps/models/ch_PP-OCRv4_rec_infer.onnx -o rec.op13.onnx --opset 13",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("-o OUT.onnx is required")
+			}
+			model, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			// onnxruntime, when present, types Clip/Pad bounds and ranks Softmax inputs.
+			if err := quantize.InitRuntime(ortLib); err != nil {
+				g.logger().Warn("onnxruntime unavailable: value types and ranks come from the model's value infos", "err", err)
+			}
+			conv, rep, err := quantize.Convert(cmd.Context(), model, target, quantize.Options{ExternalDataDir: filepath.Dir(args[0])})
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if err := writeFileAtomic(out, conv); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s: %v\n", args[0], out, rep)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&out, "output", "o", "", "output model file (required)")
+	fl.Int64Var(&target, "opset", quantize.StaticOpset, "target default-domain opset")
+	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
 	return cmd
 }

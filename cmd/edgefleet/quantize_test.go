@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -279,5 +281,44 @@ func TestQuantizeCommandBadInput(t *testing.T) {
 				t.Errorf("a failed run wrote %s", out)
 			}
 		})
+	}
+}
+
+// TestQuantizeConvertCLI converts PaddleOCR's opset-9 direction classifier
+// to opset 13 and checks the refusal of a target the converter lacks.
+func TestQuantizeConvertCLI(t *testing.T) {
+	needQuantizeRuntime(t)
+	in := filepath.Join("..", "..", ".deps", "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+	if _, err := os.Stat(in); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("%v (run make deps)", err)
+		}
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "cls.op13.onnx")
+	stdout, err := execQuantize(t, "convert", in, "-o", out, "--opset", "13")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "from 9 to 13") || !strings.Contains(stdout, "Slice@10") {
+		t.Errorf("output %q does not report the conversion", stdout)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+	if v := m.GetOpsetImport()[0].GetVersion(); v != 13 {
+		t.Errorf("written model imports opset %d, want 13", v)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.onnx")
+	if _, err := execQuantize(t, "convert", in, "-o", bad, "--opset", "40"); !errors.Is(err, quantize.ErrUnsupported) {
+		t.Errorf("opset 40: err = %v, want ErrUnsupported", err)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Errorf("a refused conversion wrote %s", bad)
 	}
 }
