@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -305,6 +306,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.models.SetReady(true)
 	a.grpcAPI.SyncHealth()
 	close(a.ready)
+	notify(a.log, readyStatus(len(a.models.Index())))
 	a.updater.Start(ctx)
 	// Telemetry outlives the drain below, so its last snapshot counts
 	// the last requests.
@@ -321,11 +323,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
 
+	wdog, stopWdog := watchdog(a.log)
+	defer stopWdog()
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case runErr = <-errc:
+			break serve
+		case <-wdog:
+			a.models.Index() // takes the manager's lock: a wedged manager starves the watchdog
+			notify(a.log, daemon.SdNotifyWatchdog)
+		}
 	}
+	notify(a.log, daemon.SdNotifyStopping)
 	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
 	a.models.SetReady(false)
 	a.grpcAPI.Shutdown()

@@ -114,6 +114,5 @@ desired state names over the air and reports their state and health.`,
 	f.StringSliceVar(&labels, "labels", nil, "labels to ask for at enrollment, k=v,k=v")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
 	cmd.AddCommand(newAgentUpdateCmds(g)...)
-	cmd.AddCommand(newAgentSimulateCmd(g))
 	return cmd
 }

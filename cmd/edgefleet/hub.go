@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -314,20 +316,4 @@ the hub's data folder (the CA files), also while the hub runs.`,
 	cmd.Flags().StringSliceVar(&hosts, "host", nil, "DNS name or IP agents use to reach the broker (repeatable, required)")
 	cmd.Flags().DurationVar(&validity, "validity", ca.DefaultServerValidity, "certificate lifetime")
 	return cmd
-}
-
-// parseLabels parses k=v pairs.
-func parseLabels(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	m := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label %q: want key=value", kv)
-		}
-		m[k] = v
-	}
-	return m, nil
 }

@@ -324,7 +324,12 @@ func parseVariant(s string, def artifact.Precision) (variantSpec, error) {
 			if err != nil {
 				return sp, fmt.Errorf("--variant %q: %w", s, err)
 			}
-			var r quantizeResult
+			// The artifact fields of quantizeResult (quantize.go), read
+			// without the quantizer so that the agent-only build has push.
+			var r struct {
+				Precision    artifact.Precision     `json:"precision"`
+				Quantization *artifact.Quantization `json:"quantization"`
+			}
 			if err := json.Unmarshal(b, &r); err != nil || r.Precision == "" {
 				return sp, fmt.Errorf("--variant %q: %s is not a report written by edgefleet quantize --report (%v)", s, spec, err)
 			}

@@ -1,0 +1,17 @@
+//go:build !agentonly
+
+package main
+
+import "testing"
+
+// TestPackagedHubConfig loads the hub.yaml the .deb installs into
+// /etc/edgefleet/ with the hub's strict loader (unknown keys fail).
+func TestPackagedHubConfig(t *testing.T) {
+	c, err := loadHubConfig("../../deploy/systemd/hub.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != "/var/lib/edgefleet-hub" {
+		t.Fatalf("hub.yaml data = %q, want the unit's StateDirectory /var/lib/edgefleet-hub", c.Data)
+	}
+}
