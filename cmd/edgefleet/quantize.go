@@ -588,14 +588,14 @@ config like the other quantize reports) lists every recipe.`,
 				if err != nil {
 					return err
 				}
-				if err := writeFileAtomic(report, append(b, '\n')); err != nil {
+				if err := durable.WriteFile(report, append(b, '\n'), 0o644); err != nil {
 					return err
 				}
 			}
 			if autoErr != nil {
 				return fmt.Errorf("%s: %w", args[0], autoErr)
 			}
-			if err := writeFileAtomic(out, res.Model); err != nil {
+			if err := durable.WriteFile(out, res.Model, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "chose %s: %s -> %s\n", res.Chosen, args[0], out)
