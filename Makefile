@@ -16,7 +16,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet test bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean
 
 all: build
 
@@ -57,8 +57,10 @@ run-agent: deps build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hub/broker/natsbus/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -100,10 +102,22 @@ bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	$(GO) test -tags results -run '^TestResults$$' -count=1 -timeout 60m ./quantize/   # rewrites quantize/RESULTS.md
 	$(MAKE) --no-print-directory bench-fleet
 
+# The CUDA execution provider end to end on this machine's NVIDIA GPU: a model
+# served on the GPU, then a GPU fault -> CPU fallback (hil-tests/gpucheck).
+# Fails with a clear message where there is no NVIDIA GPU; not part of `make test`.
+gpu-check:
+	hil-tests/gpucheck/run.sh
+
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:
 	@mkdir -p bench-results
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+
+# Cluster-mode messaging: devices over MQTT into 3 NATS nodes (JetStream, R3),
+# consumed by 1 then 3 hub replicas in one run (~1 min; EDGEFLEET_SCALE_DEVICES).
+bench-cluster:
+	@mkdir -p bench-results
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
 
 clean:
 	rm -rf bin .data bench-results
