@@ -242,3 +242,33 @@ func (r *Relay) serveUDP(pc net.PacketConn, target string) {
 		})
 	}
 }
+
+// Forward listens on a loopback port of the caller's namespace and
+// forwards every connection to target inside namespace ns: how the
+// runner reaches the hub's API without an address outside the suite's
+// namespaces.
+func Forward(ns, target string) (string, io.Closer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var up net.Conn
+				if err := Do(ns, func() (err error) { up, err = net.DialTimeout("tcp", target, 10*time.Second); return }); err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String(), ln, nil
+}
