@@ -23,6 +23,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/broker"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/enroll"
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/hub/oci"
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/hub/rollout"
@@ -184,7 +185,7 @@ func (h *Hub) open(ctx context.Context) error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	var err error
-	h.db, err = bolt.Open(filepath.Join(o.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	h.db, err = hubdb.Open(filepath.Join(o.DataDir, DBFile), &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return fmt.Errorf("hub: %s is in use by another hub process", filepath.Join(o.DataDir, DBFile))

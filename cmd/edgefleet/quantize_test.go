@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota/artifact"
 	"github.com/edgefleet/edgefleet/quantize"
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
@@ -20,15 +21,12 @@ import (
 
 const digitsDir = "../../agent/testdata/digits"
 
-// needQuantizeRuntime initialises onnxruntime or skips when the library is
-// missing and CI is unset.
+// needQuantizeRuntime initialises onnxruntime, skipping the test when the
+// library is missing (failing it under CI).
 func needQuantizeRuntime(t *testing.T) {
 	t.Helper()
-	if err := quantize.InitRuntime(""); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("onnxruntime unavailable: %v", err)
-		}
-		t.Fatalf("onnxruntime unavailable under CI: %v", err)
+	if err := quantize.InitRuntime(testenv.ORTLibrary(t)); err != nil {
+		t.Fatalf("onnxruntime: %v", err)
 	}
 }
 

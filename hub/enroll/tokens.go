@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -28,7 +29,8 @@ var (
 // DefaultTokenTTL is how long a token stays valid unless told otherwise.
 const DefaultTokenTTL = 24 * time.Hour
 
-var bucketTokens = []byte("enroll_tokens")
+// bucketTokens is enroll.tokens in the hub's file (package hubdb).
+var bucketTokens = hubdb.EnrollTokens
 
 // Token is a bootstrap token's stored record. The secret itself is never
 // stored, only its SHA-256.

@@ -5,11 +5,8 @@
 //
 // # Schema
 //
-//	devices/<id>         Device JSON
-//	desired/<id>         wire.DesiredState JSON
-//	reported/<id>        wire.ReportedState JSON
-//	revoked_certs/<hex>  revokedCert JSON (serial → device, time)
-//	meta/schema          "1"
+// The registry.* buckets of the hub's file; package hubdb draws the whole
+// schema and migrates older files.
 //
 // Every change is one bbolt transaction. Heartbeats only move LastSeen,
 // which is kept in memory and written by Flush, so a large fleet's
@@ -22,7 +19,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +30,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -47,13 +44,10 @@ var (
 )
 
 var (
-	bucketDevices  = []byte("devices")
-	bucketDesired  = []byte("desired")
-	bucketReported = []byte("reported")
-	bucketRevoked  = []byte("revoked_certs")
-	bucketMeta     = []byte("meta")
-	keySchema      = []byte("schema")
-	schemaVersion  = []byte("1")
+	bucketDevices  = hubdb.RegistryDevices
+	bucketDesired  = hubdb.RegistryDesired
+	bucketReported = hubdb.RegistryReported
+	bucketRevoked  = hubdb.RegistryRevokedCerts
 )
 
 // Device is a device's registry record.
@@ -114,19 +108,16 @@ type Registry struct {
 	seen map[string]time.Time
 }
 
-// New creates the registry's buckets in db if needed.
+// New creates the registry's buckets in db if needed. db is the hub's
+// file as hubdb.Open returns it (migrated to the current schema).
 func New(db *bolt.DB) (*Registry, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketDevices, bucketDesired, bucketReported, bucketRevoked, bucketMeta} {
+		for _, b := range [][]byte{bucketDevices, bucketDesired, bucketReported, bucketRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schemaVersion) {
-			return fmt.Errorf("schema version %q, this hub reads %q", v, schemaVersion)
-		}
-		return meta.Put(keySchema, schemaVersion)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
