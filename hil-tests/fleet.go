@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,7 @@ type Device struct {
 	Link  netns.Link
 	Relay *netns.Relay
 	tel   string // telemetry line of the config, when changed
+	up    atomic.Bool // started and answering; traffic counts failures only then
 }
 
 // hubIP is the hub's address.
@@ -232,7 +234,7 @@ func (d *Device) Start(ctx context.Context) error {
 	d.cmd = cmd
 	d.done = make(chan error, 1)
 	go func() { d.done <- cmd.Wait() }()
-	return waitFor(ctx, 60*time.Second, d.ID+" live", func() error {
+	err = waitFor(ctx, 60*time.Second, d.ID+" live", func() error {
 		select {
 		case err := <-d.done:
 			d.done <- err
@@ -242,10 +244,13 @@ func (d *Device) Start(ctx context.Context) error {
 		_, err := d.get(ctx, "/v2/health/live")
 		return err
 	})
+	d.up.Store(err == nil)
+	return err
 }
 
 // Kill kills the agent with SIGKILL and waits for it.
 func (d *Device) Kill() {
+	d.up.Store(false)
 	if d.cmd == nil {
 		return
 	}
@@ -256,6 +261,7 @@ func (d *Device) Kill() {
 
 // Stop stops the agent with SIGTERM.
 func (d *Device) Stop() {
+	d.up.Store(false)
 	if d.cmd == nil {
 		return
 	}

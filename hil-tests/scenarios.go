@@ -121,8 +121,8 @@ func (s *suite) traffic(devs []*Device) *traffic {
 					return
 				case <-t.C:
 				}
-				if d.cmd == nil {
-					continue // powered off
+				if !d.up.Load() {
+					continue // powered off or restarting
 				}
 				rctx, c := context.WithTimeout(ctx, 5*time.Second)
 				_, err := d.Infer(rctx)
@@ -130,7 +130,7 @@ func (s *suite) traffic(devs []*Device) *traffic {
 				if ctx.Err() != nil {
 					return
 				}
-				if err != nil {
+				if err != nil && d.up.Load() {
 					tr.failed.Add(1)
 				} else {
 					tr.served.Add(1)

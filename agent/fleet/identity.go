@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/internal/durable"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -180,7 +181,7 @@ func (c *Client) enroll(ctx context.Context) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrEnrollRefused, err)
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	if err := durable.MkdirAll(o.Dir, 0o700); err != nil {
 		return Identity{}, err
 	}
 	key, err := loadOrCreateKey(o.Dir)
@@ -303,28 +304,8 @@ func parseCert(b []byte) (*x509.Certificate, error) {
 	return x509.ParseCertificate(blk.Bytes)
 }
 
-// writeFileAtomic writes through a temporary file and a rename.
+// writeFileAtomic writes through a synced temporary file, a rename and a
+// sync of the directory (without which a power cut can lose the new name).
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return durable.WriteFileAtomic(path, data, perm)
 }
