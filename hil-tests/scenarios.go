@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -596,12 +597,165 @@ func (s *suite) s7BadModel(ctx context.Context, r *Result) error {
 	return nil
 }
 
+// s5DiskFull: the device's disk fills up during a pull: a clear error,
+// no corruption, serving continues, and the pull completes once space
+// returns.
 func (s *suite) s5DiskFull(ctx context.Context, r *Result) error {
-	return errors.New("not implemented in this version of the suite")
+	d := s.f.devs[0]
+	r.Faults["disk full"] = "powerfs capacity lowered to the bytes in use + 64 KiB during the download (writes fail with ENOSPC)"
+	r.Faults["2 Mbit/s link (to make the download last)"] = s.f.mech.Rate
+	art, err := s.f.Push(ctx, s.cnn, 1<<20, nil, false)
+	if err != nil {
+		return err
+	}
+	if err := d.Shape(ctx, netns.Link{RateKbit: 2000}); err != nil {
+		return err
+	}
+	tr := s.traffic([]*Device{d})
+	defer tr.done(r)
+	before := d.RxBytes(ctx)
+	if _, err := s.f.api.SetDesired(ctx, d.ID, map[string]wire.DesiredModel{modelName: {Ref: art.Ref}}); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, "download under way", func() error {
+		if d.RxBytes(ctx) < before+uint64(art.Size/5) {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.FS.SetCapacity(d.FS.Used() + 64<<10)
+	var last string
+	if err := waitFor(ctx, 2*time.Minute, "the update to fail for lack of space", func() error {
+		st, err := d.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Last != nil && st.Last.Version == art.Version && st.Last.Result != "active" && st.Last.Result != "watching" {
+			last = st.Last.Result + ": " + st.Last.Reason
+			return nil
+		}
+		if st.Active == art.Version {
+			return fmt.Errorf("%w: the update completed on a full disk", errStop)
+		}
+		return fmt.Errorf("last %+v", st.Last)
+	}); err != nil {
+		return err
+	}
+	r.note("the agent's answer to the full disk: %s", last)
+	if !strings.Contains(strings.ToLower(last), "space") {
+		return fmt.Errorf("the error does not say the disk is full: %q", last)
+	}
+	// Serving continues on the old version.
+	for range 10 {
+		v, err := d.Infer(ctx)
+		if err != nil {
+			return fmt.Errorf("serving on a full disk: %w", err)
+		}
+		if v != s.good.Version {
+			return fmt.Errorf("serving version %s on a full disk, want %s", v, s.good.Version)
+		}
+	}
+	// Space returns: the pull completes (the hub's desired state is
+	// unchanged; the agent retries).
+	d.FS.SetCapacity(s.cfg.DiskBytes)
+	if err := s.f.WaitActive(ctx, []*Device{d}, art.Version, 3*time.Minute); err != nil {
+		return fmt.Errorf("after space returned: %w", err)
+	}
+	// No corruption: the cache passes its check (the agent stopped).
+	d.Stop()
+	out, err := exec.CommandContext(ctx, os.Args[0], "check-cache", filepath.Join(d.Dir, "cache.db")).CombinedOutput()
+	if serr := d.Start(ctx); serr != nil {
+		return serr
+	}
+	if err != nil {
+		return fmt.Errorf("cache check after the full disk: %v: %s", err, out)
+	}
+	r.OTA = otaFigures(ctx, []*Device{d}, []uint64{before}, art.Size)
+	// The other devices follow through a rollout.
+	_, err = s.rolloutTo(ctx, art, 5*time.Minute)
+	return err
 }
 
+// s6Restarts: during a rollout half the fleet is cut off and the hub
+// (with its embedded broker) is killed and restarted; the rollout waits
+// for the cut devices instead of completing without them, and they
+// converge when they return.
 func (s *suite) s6Restarts(ctx context.Context, r *Result) error {
-	return errors.New("not implemented in this version of the suite")
+	devs := s.f.devs
+	r.Faults["partition of half the fleet"] = s.f.mech.Partition
+	r.Faults["hub and broker restart"] = "SIGKILL of the hub process (embedded MQTT broker and registry), restart on the same data"
+	art, err := s.f.Push(ctx, s.cnn, 256<<10, nil, false)
+	if err != nil {
+		return err
+	}
+	var cut, kept []*Device
+	for i, d := range devs {
+		if i%2 == 1 {
+			cut = append(cut, d)
+		} else {
+			kept = append(kept, d)
+		}
+	}
+	tr := s.traffic(devs)
+	defer tr.done(r)
+	for _, d := range cut {
+		if err := d.Shape(ctx, netns.Link{Down: true}); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	id, err := s.f.Rollout(ctx, rollout.Spec{Ref: art.Ref, Waves: []float64{50, 100}, Bake: rollout.Duration(5 * time.Second),
+		Gates: rollout.Gates{ActivationTimeout: rollout.Duration(10 * time.Minute)}})
+	if err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	s.f.StopHub(true)
+	r.note("hub killed %.0f s into the rollout", time.Since(start).Seconds())
+	time.Sleep(5 * time.Second)
+	if err := s.f.startHub(ctx); err != nil {
+		return fmt.Errorf("hub restart: %w", err)
+	}
+	// Hold the partition: the reachable half converges, the rollout must
+	// not complete without the cut half.
+	hold := 60 * time.Second
+	if s.cfg.Compress {
+		hold = 30 * time.Second
+	}
+	time.Sleep(hold)
+	st, err := s.f.api.Rollout(ctx, id, true)
+	if err != nil {
+		return err
+	}
+	r.note("after %v of partition: rollout %s (%s), wave %d", hold, st.State, st.Reason, st.Wave)
+	if st.State == rollout.StateCompleted {
+		return errors.New("the rollout completed while half the fleet was cut off")
+	}
+	if err := s.f.WaitActive(ctx, kept, art.Version, time.Minute); err != nil {
+		return fmt.Errorf("reachable half: %w", err)
+	}
+	for _, d := range cut {
+		if st, err := d.Status(ctx); err == nil && st.Active == art.Version {
+			return fmt.Errorf("%s updated although cut off", d.ID)
+		}
+	}
+	for _, d := range cut {
+		if err := d.Shape(ctx, netns.Link{}); err != nil {
+			return err
+		}
+	}
+	fin, err := s.f.WaitRollout(ctx, id, 5*time.Minute)
+	r.Rollout = &Rollout{State: fin.State, Reason: fin.Reason, Seconds: time.Since(start).Seconds()}
+	if err != nil {
+		return err
+	}
+	if fin.State != rollout.StateCompleted {
+		return fmt.Errorf("rollout ended %s (%s) after the partition healed", fin.State, fin.Reason)
+	}
+	s.good = art
+	return s.f.WaitActive(ctx, devs, art.Version, 2*time.Minute)
 }
 
 func (s *suite) s8ClockSkew(ctx context.Context, r *Result) error {
