@@ -245,6 +245,11 @@ func (d *Device) Start(ctx context.Context) error {
 		return err
 	})
 	d.up.Store(err == nil)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-d.done
+		d.cmd = nil
+	}
 	return err
 }
 

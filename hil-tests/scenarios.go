@@ -484,6 +484,7 @@ func (s *suite) s4HubAway(ctx context.Context, r *Result) error {
 		away = 40 * time.Second
 	}
 	if err := d.Reconfigure(ctx, interval, budget); err != nil {
+		_ = d.Reconfigure(ctx, s.cfg.TelemetryInterval, s.cfg.TelemetryBudget)
 		return err
 	}
 	r.note("%s: telemetry every %v, queue budget %d bytes, hub away for %v (%d snapshots: %.1f h at a 1 min interval)",
