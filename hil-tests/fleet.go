@@ -116,6 +116,7 @@ func (f *Fleet) startHub(ctx context.Context) error {
 		"--api", fmt.Sprintf("%s:%d", ip, apiPort), "--mqtt", fmt.Sprintf("%s:%d", ip, mqttPort),
 		"--registry", f.reg, "--metrics", "off", "--dashboard", "off", "--telemetry-window", "1000000")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start hub: %w", err)
 	}
@@ -154,7 +155,8 @@ func (f *Fleet) StopHub(hard bool) {
 	if hard {
 		sig = syscall.SIGKILL
 	}
-	_ = f.hubCmd.Process.Signal(sig)
+	// ip netns exec forks: signal the process group, which holds the hub.
+	_ = syscall.Kill(-f.hubCmd.Process.Pid, sig)
 	_ = f.hubCmd.Wait()
 	f.hubCmd = nil
 }
@@ -227,6 +229,7 @@ func (d *Device) Start(ctx context.Context) error {
 	fmt.Fprintf(d.logf, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := d.Host.Command(context.WithoutCancel(ctx), d.f.cfg.Bin, "agent", "-c", d.conf, "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = d.logf, d.logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start agent %s: %w", d.ID, err)
 	}
@@ -246,7 +249,7 @@ func (d *Device) Start(ctx context.Context) error {
 	})
 	d.up.Store(err == nil)
 	if err != nil {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-d.done
 		d.cmd = nil
 	}
@@ -259,7 +262,8 @@ func (d *Device) Kill() {
 	if d.cmd == nil {
 		return
 	}
-	_ = d.cmd.Process.Kill()
+	// ip netns exec forks: kill the process group, which holds the agent.
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 	<-d.done
 	d.cmd = nil
 }
@@ -270,11 +274,11 @@ func (d *Device) Stop() {
 	if d.cmd == nil {
 		return
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-d.done:
 	case <-time.After(20 * time.Second):
-		_ = d.cmd.Process.Kill()
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-d.done
 	}
 	d.cmd = nil

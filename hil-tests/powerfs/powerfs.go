@@ -229,8 +229,16 @@ func (m *Mount) Unmount() error {
 	if derr := syscall.Unmount(m.Dir, syscall.MNT_DETACH); derr != nil {
 		return errors.Join(err, derr)
 	}
-	m.srv.Wait()
-	return nil
+	// The kernel ends the connection once the last open file closes; a
+	// process still holding one keeps the old state visible to itself.
+	done := make(chan struct{})
+	go func() { m.srv.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("powerfs: %s detached but still in use: %w", m.Dir, err)
+	}
 }
 
 // node is the go-fuse view of an obj.
