@@ -183,7 +183,7 @@ func preflight(cfg *Config) error {
 	if os.Geteuid() != 0 {
 		errs = append(errs, errors.New("needs root (network namespaces, nftables, FUSE, cgroups)"))
 	}
-	for tool, pkg := range map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "fusermount3": "fuse3"} {
+	for tool, pkg := range map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "fusermount3": "fuse3", "nsenter": "util-linux"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			errs = append(errs, fmt.Errorf("%s not found (Debian package %s)", tool, pkg))
 		}

@@ -122,9 +122,13 @@ func (n *Net) AddHost(ctx context.Context, name string, octet int) (*Host, error
 	return h, nil
 }
 
-// Command returns cmd to run name with args inside the host's namespace.
+// Command returns cmd to run name with args inside the host's network
+// namespace. It uses nsenter, which enters only the network namespace and
+// execs the program (same pid): ip netns exec would also give it a mount
+// namespace of its own, holding copies of the FUSE mounts of the moment
+// (which then outlive their unmount), and would fork.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + h.NS, "--", name}, args...)...)
 }
 
 // Do runs fn on an OS thread that has entered the host's namespace;

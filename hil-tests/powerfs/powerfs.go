@@ -33,6 +33,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -213,6 +214,7 @@ func (f *FS) Mount(dir string) (*Mount, error) {
 		_ = srv.Unmount()
 		return nil, fmt.Errorf("powerfs: mount %s: %w", dir, err)
 	}
+	cloexecFUSE()
 	return &Mount{Dir: dir, srv: srv}, nil
 }
 
@@ -533,4 +535,21 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Files, out.Ffree = 1<<20, 1<<20
 	out.NameLen = 255
 	return 0
+}
+
+// cloexecFUSE sets close-on-exec on this process's /dev/fuse descriptors:
+// go-fuse's direct mount opens them without it, and every program the
+// caller starts afterwards would hold the connections open.
+func cloexecFUSE() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if t, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && t == "/dev/fuse" {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 }
