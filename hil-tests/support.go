@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,7 +26,12 @@ func padModel(model []byte, tag byte, pad int) []byte {
 	// field 1000, wire type 2 (length-delimited), varint length
 	out = append(out, 0xc2, 0x3e)
 	out = binary.AppendUvarint(out, uint64(n))
-	return append(out, bytes.Repeat([]byte{tag}, n)...)
+	// Random bytes: a transport that compresses must not shrink them.
+	r := rand.New(rand.NewPCG(uint64(tag), 12))
+	for range n {
+		out = append(out, byte(r.Uint32()))
+	}
+	return out
 }
 
 // goldenInput is a golden input with its top-left pixel set to 0.5 (the
