@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -119,7 +120,8 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	served := a.updater.Observe(a.models) // the front ends' backend: the manager, observed for update watches
 	api := httpapi.New(served, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
-		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a}})
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a},
+		NonFiniteAsStrings: cfg.JSONNonFinite == config.JSONNonFiniteStrings})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/v1/updates", a.updater.Handler())
@@ -252,7 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.LoadCached(ctx); err != nil {
 		a.log.Warn("some cached models failed to load; serving the others", "err", err)
 	}
-	var servers []*http.Server
+	var servers []*httpapi.Listener
 	errc := make(chan error, 4)
 	serveHTTP := func(name, network, addr string) error {
 		if network == "unix" {
@@ -262,7 +264,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
 		}
-		srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := httpapi.NewListener(a.handler, httpapi.ListenerOptions{Logger: a.log})
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())
 		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())
@@ -306,6 +308,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.models.SetReady(true)
 	a.grpcAPI.SyncHealth()
 	close(a.ready)
+	notify(a.log, readyStatus(len(a.models.Index())))
 	a.updater.Start(ctx)
 	// Telemetry outlives the drain below, so its last snapshot counts
 	// the last requests.
@@ -322,11 +325,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
 
+	wdog, stopWdog := watchdog(a.log)
+	defer stopWdog()
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case runErr = <-errc:
+			break serve
+		case <-wdog:
+			a.models.Index() // takes the manager's lock: a wedged manager starves the watchdog
+			notify(a.log, daemon.SdNotifyWatchdog)
+		}
 	}
+	notify(a.log, daemon.SdNotifyStopping)
 	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
 	a.models.SetReady(false)
 	a.grpcAPI.Shutdown()

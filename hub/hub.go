@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -449,10 +450,23 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.log.Info("hub running", "api", h.advAPI, "mqtt", h.advMQTT, "registry", h.advRegistry,
 		"ca_fingerprint", h.ca.Fingerprint(), "data", h.opts.DataDir)
 
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	notify(h.log, daemon.SdNotifyReady+"\nSTATUS=hub running, API "+h.advAPI)
+	wdog, stopWdog := watchdog(h.log)
+	defer stopWdog()
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case err = <-errc:
+			break serve
+		case <-wdog:
+			if alive(h.db) {
+				notify(h.log, daemon.SdNotifyWatchdog)
+			}
+		}
 	}
+	notify(h.log, daemon.SdNotifyStopping)
 	stop()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

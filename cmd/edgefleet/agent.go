@@ -62,7 +62,7 @@ desired state names over the air and reports their state and health.`,
 			override(fs, "token", &cfg.Hub.Token, flags.Hub.Token)
 			override(fs, "device-id", &cfg.Hub.DeviceID, flags.Hub.DeviceID)
 			if fs.Changed("labels") {
-				l, err := parseLabels(labels)
+				l, err := parseLabels("labels", labels)
 				if err != nil {
 					return err
 				}
@@ -114,6 +114,5 @@ desired state names over the air and reports their state and health.`,
 	f.StringSliceVar(&labels, "labels", nil, "labels to ask for at enrollment, k=v,k=v")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
 	cmd.AddCommand(newAgentUpdateCmds(g)...)
-	cmd.AddCommand(newAgentSimulateCmd(g))
 	return cmd
 }

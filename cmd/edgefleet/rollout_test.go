@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -28,7 +30,7 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 	simCtx, stopSim := context.WithCancel(ctx)
 	simDone := make(chan error, 1)
 	go func() {
-		_, err := runCmd(t, simCtx, newAgentCmd(g), "simulate", "--hub-data", data, "--count", "5", "--id-prefix", "cli-",
+		_, err := runCmd(t, simCtx, newAgentSimulateCmd(g), "--hub-data", data, "--count", "5", "--id-prefix", "cli-",
 			"--labels", "site=lab", "--heartbeat", "1s", "--report-interval", "100ms")
 		simDone <- err
 	}()

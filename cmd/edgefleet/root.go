@@ -25,7 +25,10 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newAgentCmd(g), newModelCmd(g), newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g), newQuantizeCmd(g))
+	root.SetVersionTemplate("edgefleet version {{.Version}} (" + flavor + ")\n")
+	agentCmd := newAgentCmd(g)
+	root.AddCommand(agentCmd, newModelCmd(g))
+	addFullCommands(root, agentCmd, g)
 	return root
 }
 
