@@ -69,7 +69,7 @@ type Device struct {
 	http  *http.Client
 	Link  netns.Link
 	Relay *netns.Relay
-	tel   string // telemetry line of the config, when changed
+	tel   string      // telemetry line of the config, when changed
 	up    atomic.Bool // started and answering; traffic counts failures only then
 }
 

@@ -53,7 +53,10 @@ func (h *Host) StartRelay(ctx context.Context, target string, tcpPorts, udpPorts
 	for _, p := range udpPorts {
 		rules = append(rules, fmt.Sprintf("ip daddr %s udp dport %d redirect to :%d", target, p, p+relayOffset))
 		var pc net.PacketConn
-		if err := h.Do(func() (err error) { pc, err = net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+relayOffset)); return }); err != nil {
+		if err := h.Do(func() (err error) {
+			pc, err = net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+relayOffset))
+			return
+		}); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("netns: relay on %s: %w", h.Name, err)
 		}
