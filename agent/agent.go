@@ -33,7 +33,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/tfserving"
 	"github.com/edgefleet/edgefleet/agent/update"
 
-	"github.com/edgefleet/edgefleet/agent/internal/durable"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // Version is the agent version, set at build time with -ldflags.

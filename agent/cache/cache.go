@@ -17,7 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/edgefleet/edgefleet/agent/internal/durable"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // Defaults for zero Options fields.

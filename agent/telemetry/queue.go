@@ -15,7 +15,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/ota/wire"
 
-	"github.com/edgefleet/edgefleet/agent/internal/durable"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // DefaultBudget bounds the queue's snapshots on disk: a week of 10-second

@@ -23,6 +23,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/signature"
 )
 
@@ -593,10 +594,10 @@ PREFIX.pub with update.trust_keys.`,
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+			if err := durable.WriteFile(keyFile, kb, 0o600); err != nil {
 				return err
 			}
-			if err := os.WriteFile(pubFile, pb, 0o644); err != nil {
+			if err := durable.WriteFile(pubFile, pb, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "private key: %s\npublic key:  %s\n", keyFile, pubFile)

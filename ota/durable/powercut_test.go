@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/edgefleet/edgefleet/agent/internal/durable"
 	"github.com/edgefleet/edgefleet/hil-tests/powerfs"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // needFUSE skips without root or /dev/fuse, except under CI=true.
@@ -27,7 +27,7 @@ func needFUSE(t *testing.T) {
 	t.Skip(why)
 }
 
-// TestSurvivesPowerCut is the regression test for the HIL power-cut
+// TestSurvivesPowerCut (root, FUSE) is the regression test for the HIL power-cut
 // finding: files the agent synced vanished with their directory entries.
 // On powerfs only synced data and synced directory entries survive a cut.
 func TestSurvivesPowerCut(t *testing.T) {
@@ -43,7 +43,7 @@ func TestSurvivesPowerCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := filepath.Join(dir, "device.crt")
-	if err := durable.WriteFileAtomic(id, []byte("v1"), 0o600); err != nil {
+	if err := durable.WriteFile(id, []byte("v1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A file synced by its writer (as bbolt does), then its name synced.
