@@ -18,7 +18,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci
+.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci
 
 all: build
 
@@ -62,6 +62,7 @@ vet:
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hub/broker/natsbus/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -131,6 +132,12 @@ hil: deps-apt deps build $(HIL_BIN)
 # link down twice, 10 power cuts, the hub away (compressed), a bad model.
 hil-ci: deps-apt deps build $(HIL_BIN)
 	$(HIL_BIN) -devices 4 -scenarios 2,3,4,7 -cuts 10 -compress -out hil-results/ci $(HIL_FLAGS)
+
+# Cluster-mode messaging: devices over MQTT into 3 NATS nodes (JetStream, R3),
+# consumed by 1 then 3 hub replicas in one run (~1 min; EDGEFLEET_SCALE_DEVICES).
+bench-cluster:
+	@mkdir -p bench-results
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
 
 clean:
 	rm -rf bin .data bench-results hil-results
