@@ -16,7 +16,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet gpu-check test bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean
 
 all: build
 
@@ -60,6 +60,7 @@ vet:
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hub/broker/natsbus/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -111,6 +112,12 @@ gpu-check:
 bench-fleet:
 	@mkdir -p bench-results
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+
+# Cluster-mode messaging: devices over MQTT into 3 NATS nodes (JetStream, R3),
+# consumed by 1 then 3 hub replicas in one run (~1 min; EDGEFLEET_SCALE_DEVICES).
+bench-cluster:
+	@mkdir -p bench-results
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
 
 clean:
 	rm -rf bin .data bench-results
