@@ -213,7 +213,7 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 				return err
 			}
 			o := update.DescribeOptions{Name: modelName, Version: version, Precision: artifact.Precision(precision),
-				Tolerance: tol, Seed: seed, Description: description, ExecutionProviders: providers,
+				Tolerance: &tol, Seed: seed, Description: description, ExecutionProviders: providers,
 				MinAgentVersion: minAgent, Labels: lbls}
 			switch goldenInput {
 			case "generated", "":

@@ -610,7 +610,7 @@ config like the other quantize reports) lists every recipe.`,
 	fl.Float64Var(&maxDrop, "max-drop", 0.01, "largest acceptable metric loss (0.01 = one point of accuracy)")
 	fl.Float64Var(&maxLatency, "max-latency", 1, "largest acceptable latency as a fraction of FP32's (1 = at least as fast)")
 	fl.StringSliceVar(&recipes, "recipes", nil, "recipes to try (default all: static-minmax, static-percentile, static-entropy, static-minmax-all-ops, dynamic, fp16, static-mixed)")
-	fl.IntVar(&rounds, "rounds", 5, "interleaved timing rounds")
+	fl.IntVar(&rounds, "rounds", 20, "interleaved timing rounds (~30 ms each; the fastest counts)")
 	fl.StringVar(&report, "report", "", "write the JSON report (recipes, chosen model's artifact precision/quantization) to this file")
 	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
 	data.register(cmd)
