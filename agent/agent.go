@@ -118,7 +118,8 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	served := a.updater.Observe(a.models) // the front ends' backend: the manager, observed for update watches
 	api := httpapi.New(served, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
-		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a}})
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a},
+		NonFiniteAsStrings: cfg.JSONNonFinite == config.JSONNonFiniteStrings})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/v1/updates", a.updater.Handler())
@@ -251,7 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.LoadCached(ctx); err != nil {
 		a.log.Warn("some cached models failed to load; serving the others", "err", err)
 	}
-	var servers []*http.Server
+	var servers []*httpapi.Listener
 	errc := make(chan error, 4)
 	serveHTTP := func(name, network, addr string) error {
 		if network == "unix" {
@@ -261,7 +262,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
 		}
-		srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := httpapi.NewListener(a.handler, httpapi.ListenerOptions{Logger: a.log})
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())
 		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())

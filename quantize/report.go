@@ -43,6 +43,8 @@ type Report struct {
 	// Conversion is the opset conversion applied before quantizing (nil
 	// when the model's opset sufficed).
 	Conversion *ConversionReport `json:"conversion,omitempty"`
+	// Folded counts the rewrites Options.Fold applied before quantizing.
+	Folded map[string]int `json:"folded,omitempty"`
 	// Calibration describes the calibration of a static quantization.
 	Calibration *CalibrationInfo `json:"calibration,omitempty"`
 	// Warnings are decisions worth a look (an opset raised, per-channel

@@ -70,6 +70,8 @@ type staticJob struct {
 	opsetBefore int64
 	conversion  *ConversionReport
 	convertErr  error
+	// folded counts the Options.Fold rewrites applied to m.
+	folded map[string]int
 	// ranges caches calibrated tensor ranges.
 	ranges map[string][2]float32
 }
@@ -111,6 +113,12 @@ func newStaticJob(model []byte, batches []Batch, opts Options) (*staticJob, erro
 			j.m, j.conversion = c, rep
 			opts.Logger.Info("opset converted", "report", rep.String())
 		}
+	}
+	if opts.Fold {
+		if j.folded, err = foldGraph(j.m); err != nil {
+			return nil, err
+		}
+		opts.Logger.Info("folded", "rewrites", j.folded)
 	}
 	if j.types, err = inferTypes(j.m); err != nil {
 		return nil, err
@@ -212,6 +220,10 @@ func (j *staticJob) plan(opts Options, perChannel bool) *staticPlan {
 		op := n.GetOpType()
 		name := nodeName(n, i)
 		if !graph.IsDefaultDomain(n) || !slices.Contains(StaticOpTypes(), op) {
+			continue
+		}
+		if opts.ConvOnly && slices.Contains(qdqGeneric, op) {
+			p.skipped = append(p.skipped, Skip{Name: name, OpType: op, Reason: "element-wise operator kept in float (Options.ConvOnly)"})
 			continue
 		}
 		if slices.Contains(qdqOptIn, op) && !slices.Contains(opts.IncludeOpTypes, op) {
@@ -380,6 +392,10 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 		rep.Warnings = append(rep.Warnings, j.conversion.String())
 	} else if j.convertErr != nil {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset conversion to %d failed: %v", StaticOpset, j.convertErr))
+	}
+	if len(j.folded) > 0 {
+		rep.Folded = j.folded
+		rep.Warnings = append(rep.Warnings, foldSummary(j.folded))
 	}
 	if cur, _ := graph.Opset(qm, graph.DefaultDomain); cur < 10 {
 		warn, err := raiseOpset(qm, 11)

@@ -62,7 +62,7 @@ desired state names over the air and reports their state and health.`,
 			override(fs, "token", &cfg.Hub.Token, flags.Hub.Token)
 			override(fs, "device-id", &cfg.Hub.DeviceID, flags.Hub.DeviceID)
 			if fs.Changed("labels") {
-				l, err := parseLabels(labels)
+				l, err := parseLabels("labels", labels)
 				if err != nil {
 					return err
 				}

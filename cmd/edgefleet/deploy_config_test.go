@@ -2,12 +2,16 @@
 
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/edgefleet/edgefleet/hub"
+)
 
 // TestPackagedHubConfig loads the hub.yaml the .deb installs into
 // /etc/edgefleet/ with the hub's strict loader (unknown keys fail).
 func TestPackagedHubConfig(t *testing.T) {
-	c, err := loadHubConfig("../../deploy/systemd/hub.yaml")
+	c, err := hub.LoadConfig("../../deploy/systemd/hub.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,9 @@ func override[T any](fs *pflag.FlagSet, name string, dst *T, src T) {
 	}
 }
 
-// parseLabels parses k=v pairs.
-func parseLabels(kvs []string) (map[string]string, error) {
+// parseLabels parses the KEY=VALUE pairs of a label flag (device labels,
+// artifact labels); nil when there are none. flag names the flag in errors.
+func parseLabels(flag string, kvs []string) (map[string]string, error) {
 	if len(kvs) == 0 {
 		return nil, nil
 	}
@@ -25,7 +26,7 @@ func parseLabels(kvs []string) (map[string]string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("label %q: want key=value", kv)
+			return nil, fmt.Errorf("--%s %q: want key=value", flag, kv)
 		}
 		m[k] = v
 	}

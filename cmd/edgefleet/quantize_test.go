@@ -322,3 +322,50 @@ func TestQuantizeConvertCLI(t *testing.T) {
 		t.Errorf("a refused conversion wrote %s", bad)
 	}
 }
+
+// TestQuantizeAutoCLI runs `quantize auto` on the digits CNN: with a loose
+// latency budget it writes the chosen model and a report whose
+// quantization field an artifact config takes; with an impossible one it
+// writes no model and names the missed constraint.
+func TestQuantizeAutoCLI(t *testing.T) {
+	needQuantizeRuntime(t)
+	dir := t.TempDir()
+	cnn := filepath.Join(digitsDir, "cnn.onnx")
+	common := []string{"--calib", filepath.Join(digitsDir, "calib.csv"), "--eval", filepath.Join(digitsDir, "test.csv"),
+		"--label-column", "0", "--scale", "0.0625", "--rounds", "1", "--recipes", "static-minmax,dynamic"}
+	out, rep := filepath.Join(dir, "cnn.auto.onnx"), filepath.Join(dir, "auto.json")
+	stdout, err := execQuantize(t, append([]string{"auto", cnn, "-o", out, "--report", rep, "--max-latency", "1000"}, common...)...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if !strings.Contains(stdout, "chose dynamic") || !strings.Contains(stdout, "static-minmax") {
+		t.Errorf("output does not show the recipes and the smallest choice:\n%s", stdout)
+	}
+	if acc := digitsAccuracy(t, mustRead(t, out)); acc < 0.97 {
+		t.Errorf("chosen model accuracy %.4f", acc)
+	}
+	var r struct {
+		Precision    artifact.Precision     `json:"precision"`
+		Quantization *artifact.Quantization `json:"quantization"`
+	}
+	if err := json.Unmarshal(mustRead(t, rep), &r); err != nil || r.Quantization == nil || r.Quantization.Method != "dynamic" || r.Quantization.Metrics["latencyRatio"] <= 0 {
+		t.Errorf("report precision %q quantization %+v (%v)", r.Precision, r.Quantization, err)
+	}
+	none := filepath.Join(dir, "none.onnx")
+	_, err = execQuantize(t, append([]string{"auto", cnn, "-o", none, "--max-latency", "0.000001"}, common...)...)
+	if !errors.Is(err, quantize.ErrNoRecipeFits) || !strings.Contains(err.Error(), "latency") {
+		t.Errorf("impossible budget: err = %v", err)
+	}
+	if _, err := os.Stat(none); !os.IsNotExist(err) {
+		t.Errorf("a failed search wrote %s", none)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

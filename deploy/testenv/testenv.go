@@ -1,8 +1,8 @@
 // Package testenv is the environment the tests of every tree (agent, hub,
 // ota, quantize, cmd) run against: the onnxruntime library and sample
 // models that `make deps` fetches, and real servers started on loopback —
-// Debian's docker-registry and Mosquitto, go-containerregistry's embedded
-// registry — plus the one poll helper, Eventually.
+// Debian's docker-registry, Mosquitto and PostgreSQL, go-containerregistry's
+// embedded registry — plus the one poll helper, Eventually.
 //
 // It lives under deploy/ because it describes the machine the software is
 // deployed and tested on (the Debian packages of the Makefile's APT_PKGS,

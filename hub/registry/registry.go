@@ -146,43 +146,24 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (Device, error) {
 	if err := ctx.Err(); err != nil {
 		return Device{}, err
 	}
-	if err := wire.ValidateDeviceID(e.ID); err != nil {
+	if err := e.Validate(); err != nil {
 		return Device{}, err
-	}
-	if err := ValidateLabels(e.Labels); err != nil {
-		return Device{}, err
-	}
-	if e.CertSerial == "" {
-		return Device{}, fmt.Errorf("registry: enrollment without certificate serial: %w", ErrInvalid)
 	}
 	var out Device
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		now := r.now().UTC()
-		d, err := getDevice(tx, e.ID)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			d = Device{ID: e.ID, Labels: map[string]string{}}
-		case err != nil:
+		cur, err := getDevice(tx, e.ID)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
-		case d.Revoked:
-			return fmt.Errorf("%s: %w", e.ID, ErrRevoked)
-		case !e.Replace:
-			return fmt.Errorf("%s: %w", e.ID, ErrExists)
-		default:
-			if err := putRevoked(tx, RevokedCert{Serial: d.CertSerial, Device: d.ID, At: now}); err != nil {
-				return err
-			}
 		}
-		if d.Labels == nil {
-			d.Labels = map[string]string{}
+		d, superseded, err := Enrolled(cur, exists, e, now)
+		if err != nil {
+			return err
 		}
-		maps.Copy(d.Labels, e.Labels)
-		d.Hardware = e.Hardware
-		d.AgentVersion = e.AgentVersion
-		d.CertSerial = e.CertSerial
-		d.CertNotAfter = e.CertNotAfter.UTC()
-		d.Enrolled = now
-		d.Online = false
+		if err := putRevoked(tx, superseded); err != nil {
+			return err
+		}
 		out = d
 		return putDevice(tx, d)
 	})
@@ -245,13 +226,7 @@ func (r *Registry) Check(ctx context.Context, id, serial string) error {
 	if err != nil {
 		return err
 	}
-	if d.Revoked {
-		return fmt.Errorf("registry: %s: %w", id, ErrRevoked)
-	}
-	if d.CertSerial != serial {
-		return fmt.Errorf("registry: %s: serial %s: %w", id, serial, ErrSuperseded)
-	}
-	return nil
+	return CheckCert(d, serial)
 }
 
 // SetLabels replaces a device's labels.
@@ -312,18 +287,11 @@ func (r *Registry) UpdateDesired(ctx context.Context, id string, fn func(models 
 		if err != nil {
 			return err
 		}
-		models := maps.Clone(cur.Models)
-		if models == nil {
-			models = map[string]wire.DesiredModel{}
-		}
-		if err := fn(models); err != nil {
+		next, ch, err := NextDesired(cur, id, r.now().UTC(), fn)
+		if err != nil {
 			return err
 		}
-		next := wire.DesiredState{DeviceID: id, Revision: cur.Revision + 1, Models: models, Updated: r.now().UTC()}
-		if err := next.Validate(); err != nil {
-			return err
-		}
-		if cur.Revision > 0 && wire.EqualModels(cur.Models, models) {
+		if !ch {
 			ds = cur
 			return nil
 		}
@@ -425,13 +393,7 @@ func (r *Registry) Report(ctx context.Context, rs wire.ReportedState) error {
 		if err := tx.Bucket(bucketReported).Put([]byte(d.ID), b); err != nil {
 			return err
 		}
-		d.AgentVersion = rs.AgentVersion
-		d.Hardware = rs.Hardware
-		d.Models = rs.Models
-		d.AppliedRevision = rs.AppliedRevision
-		d.FailedRevision = rs.FailedRevision
-		d.LastError = rs.LastError
-		d.LastSeen = now
+		ApplyReport(d, rs, now)
 		return nil
 	})
 	if err == nil {
