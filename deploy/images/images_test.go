@@ -327,4 +327,3 @@ func runCmd(t *testing.T, name string, args ...string) string {
 	}
 	return string(out)
 }
-
