@@ -101,13 +101,17 @@ func Dial(ctx context.Context, o BusOptions) (*Bus, error) {
 		MaxAge: o.MaxAge, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy}
 	// The cluster may still be electing its meta leader.
 	for {
-		if _, err = b.js.CreateOrUpdateStream(ctx, cfg); err == nil {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = b.js.CreateOrUpdateStream(actx, cfg)
+		cancel()
+		if err == nil {
 			break
 		}
+		log.Debug("nats: stream not ready", "err", err)
 		select {
 		case <-ctx.Done():
 			nc.Close()
-			return nil, fmt.Errorf("natsbus: stream %s: %w", Stream, err)
+			return nil, fmt.Errorf("natsbus: stream %s: %w (%w)", Stream, ctx.Err(), err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -139,11 +143,13 @@ func (b *Bus) Subscribe(ctx context.Context, filter string, h func(topic string,
 	var cons jetstream.Consumer
 	var err error
 	for {
-		cons, err = b.js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err = b.js.CreateOrUpdateConsumer(actx, Stream, jetstream.ConsumerConfig{
 			Durable: ConsumerName(filter), FilterSubject: subj, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: b.opts.AckWait, MaxAckPending: 20000, DeliverPolicy: jetstream.DeliverAllPolicy,
 			Replicas: b.opts.Replicas,
 		})
+		cancel()
 		if err == nil {
 			break
 		}
