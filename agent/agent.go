@@ -157,7 +157,9 @@ func (a *Agent) Models() *models.Manager { return a.models }
 // Handler returns the agent's HTTP handler (REST API and /metrics).
 func (a *Agent) Handler() http.Handler { return a.handler }
 
-// Ready is closed once Run has loaded the cached models and is listening.
+// Ready is closed once Run has loaded the cached models and is listening
+// (start models may still be installing: /v2/health/ready says when they
+// are warm).
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Addr returns the bound address of a listener ("http", "grpc", "unix") once Ready.
@@ -252,7 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var servers []*http.Server
 	errc := make(chan error, 4)
-	serveHTTP := func(name, network, addr string) error {
+	serveHTTP := func(name, network, addr string, h http.Handler) error {
 		if network == "unix" {
 			_ = os.Remove(addr)
 		}
@@ -260,7 +262,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
 		}
-		srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())
 		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())
@@ -277,12 +279,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	if a.cfg.HTTP != "off" {
-		if err := serveHTTP("http", "tcp", a.cfg.HTTP); err != nil {
+		if err := serveHTTP("http", "tcp", a.cfg.HTTP, a.handler); err != nil {
 			return err
 		}
 	}
 	if a.cfg.Unix != "" {
-		if err := serveHTTP("unix", "unix", a.cfg.Unix); err != nil {
+		if err := serveHTTP("unix", "unix", a.cfg.Unix, a.handler); err != nil {
+			stopAll()
+			return err
+		}
+	}
+	if a.cfg.Health != "" {
+		if err := serveHTTP("health", "tcp", a.cfg.Health, healthOnly(a.handler)); err != nil {
 			stopAll()
 			return err
 		}
@@ -301,10 +309,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	a.models.SetReady(true)
-	a.grpcAPI.SyncHealth()
+	// With start models the agent reports ready only once every one is warm
+	// (a pod's startup probe holds its application back until then).
+	var startDone chan error
+	if len(a.cfg.StartModels) == 0 {
+		a.models.SetReady(true)
+		a.grpcAPI.SyncHealth()
+	}
 	close(a.ready)
 	a.updater.Start(ctx)
+	if len(a.cfg.StartModels) > 0 {
+		startDone = make(chan error, 1)
+		go func() { startDone <- a.installStartModels(ctx) }()
+	}
 	// Telemetry outlives the drain below, so its last snapshot counts
 	// the last requests.
 	telCtx, stopTel := context.WithCancel(context.WithoutCancel(ctx))
@@ -321,9 +338,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case runErr = <-errc:
+			break wait
+		case err := <-startDone:
+			startDone = nil
+			if err != nil {
+				if ctx.Err() == nil {
+					runErr = err
+				}
+				break wait
+			}
+			a.models.SetReady(true)
+			a.grpcAPI.SyncHealth()
+		}
 	}
 	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
 	a.models.SetReady(false)
