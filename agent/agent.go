@@ -262,6 +262,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
 		}
+		if network == "unix" && a.cfg.UnixMode != 0 {
+			if err := os.Chmod(addr, a.cfg.UnixMode.Perm()); err != nil {
+				_ = ln.Close()
+				return fmt.Errorf("socket %s: %w", addr, err)
+			}
+		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())

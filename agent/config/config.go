@@ -56,6 +56,9 @@ type Config struct {
 	GRPC string `yaml:"grpc"`
 	// Unix, when set, also serves REST on this unix socket path.
 	Unix string `yaml:"unix"`
+	// UnixMode, when set, is the socket's permission bits (e.g. 0o666 to let
+	// every user of a pod's shared emptyDir connect); zero keeps the umask's.
+	UnixMode os.FileMode `yaml:"unix_mode"`
 	// Health, when set, is a listener that serves only /v2/health/live,
 	// /v2/health/ready and /metrics (kubelet probes and Prometheus reach a
 	// pod's IP, while the API stays on loopback).

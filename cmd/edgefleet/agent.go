@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +21,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		labels  []string
 		models  []string
 		keys    []string
+		mode    string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -57,6 +60,13 @@ of receiving its models (see 'edgefleet sidecar').`,
 			override(fs, "grpc", &cfg.GRPC, flags.GRPC)
 			override(fs, "unix", &cfg.Unix, flags.Unix)
 			override(fs, "health", &cfg.Health, flags.Health)
+			if fs.Changed("unix-mode") {
+				m, err := strconv.ParseUint(mode, 8, 32)
+				if err != nil || m > 0o777 {
+					return fmt.Errorf("--unix-mode %q: want octal permission bits such as 0660", mode)
+				}
+				cfg.UnixMode = os.FileMode(m)
+			}
 			for _, m := range models {
 				sm, err := config.ParseStartModel(m)
 				if err != nil {
@@ -120,6 +130,7 @@ of receiving its models (see 'edgefleet sidecar').`,
 	f.StringVar(&flags.HTTP, "http", config.DefaultHTTP, `REST listen address ("off" to disable)`)
 	f.StringVar(&flags.GRPC, "grpc", config.DefaultGRPC, `gRPC listen address ("off" to disable)`)
 	f.StringVar(&flags.Unix, "unix", "", "also serve REST on this unix socket")
+	f.StringVar(&mode, "unix-mode", "", "permission bits of the --unix socket, octal (e.g. 0666 for a pod's shared emptyDir)")
 	f.StringVar(&flags.Health, "health", "", "also serve only /v2/health/* and /metrics on this address (kubelet probes)")
 	f.StringArrayVar(&models, "model", nil, "install the artifact REF as model NAME at start, NAME=REF (repeatable); ready once all are warm")
 	f.StringSliceVar(&keys, "trust-key", nil, "PEM public key file, or a folder of them, to verify artifacts with (repeatable)")
