@@ -86,6 +86,9 @@ func escape(s string) string {
 // ports); an error means nothing may be applied.
 func Patch(pod *corev1.Pod, s Spec, d Defaults) ([]Operation, error) {
 	var errs []error
+	if len(pod.Spec.Containers) == 0 {
+		errs = append(errs, errors.New("the pod has no containers"))
+	}
 	if pod.Spec.HostNetwork {
 		errs = append(errs, errors.New("hostNetwork pods share the node's loopback; the agent's ports would collide"))
 	}

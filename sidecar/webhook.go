@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
 )
 
 // MaxReviewBytes bounds an AdmissionReview body (the API server's objects
@@ -129,8 +130,10 @@ func (inj *Injector) Review(req *admissionv1.AdmissionRequest) (resp *admissionv
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create || req.SubResource != "" {
 		return resp, OutcomeSkipped
 	}
+	// Case-sensitive, as the API server decodes: the patch's paths must
+	// name the keys the object really has.
 	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
 		return deny(resp, fmt.Sprintf("edgefleet injector: cannot decode the pod: %v", err)), OutcomeDenied
 	}
 	log := inj.log.With("namespace", req.Namespace, "pod", podName(&pod), "uid", string(req.UID))
