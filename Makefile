@@ -16,7 +16,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet test bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet gpu-check test bench deps deps-apt fuzz vet clean
 
 all: build
 
@@ -36,7 +36,7 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
-APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium
+APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  need=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -57,6 +57,7 @@ run-agent: deps build
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
 
@@ -82,19 +83,29 @@ $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
 	cd $(DEPS)/nodepeer && echo '{"private":true}' > package.json && \
 	  npm install --ignore-scripts --no-audit --no-fund --silent onnxruntime-node@1.24.3
 
+# BENCH_BASELINE=path/to/an/older/edgefleet adds a before/after table measured in the same run.
+BENCH_BASELINE ?=
 bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,8,32 \
-	  --node-peer $(DEPS)/nodepeer/node_modules --swap-model agent/testdata/digits/transformer.onnx --cycles 100 \
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits \
+	  --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --swap-model agent/testdata/digits/transformer.onnx --cycles 100 $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,2 --node-peer $(DEPS)/nodepeer/node_modules --out bench-results/serving-ocr-rec.md
+	  --concurrency 1,2 --goals ocr --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=30m ./agent/telemetry | tee bench-results/telemetry-bench.txt
 	$(GO) test -run='^$$' -bench=. -count=1 ./quantize | tee bench-results/quantize-bench.txt
 	$(GO) test -tags results -run '^TestResults$$' -count=1 -timeout 60m ./quantize/   # rewrites quantize/RESULTS.md
 	$(MAKE) --no-print-directory bench-fleet
+
+# The CUDA execution provider end to end on this machine's NVIDIA GPU: a model
+# served on the GPU, then a GPU fault -> CPU fallback (hil-tests/gpucheck).
+# Fails with a clear message where there is no NVIDIA GPU; not part of `make test`.
+gpu-check:
+	hil-tests/gpucheck/run.sh
 
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -117,7 +118,8 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	}
 	served := a.updater.Observe(a.models) // the front ends' backend: the manager, observed for update watches
 	api := httpapi.New(served, httpapi.Options{Metrics: m, Logger: log.With("component", "rest"),
-		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a}})
+		MaxBodyBytes: int64(cfg.MaxBodyBytes), Repository: apiRepository{a},
+		NonFiniteAsStrings: cfg.JSONNonFinite == config.JSONNonFiniteStrings})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/v1/updates", a.updater.Handler())
@@ -252,7 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.LoadCached(ctx); err != nil {
 		a.log.Warn("some cached models failed to load; serving the others", "err", err)
 	}
-	var servers []*http.Server
+	var servers []*httpapi.Listener
 	errc := make(chan error, 4)
 	serveHTTP := func(name, network, addr string, h http.Handler) error {
 		if network == "unix" {
@@ -268,7 +270,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				return fmt.Errorf("socket %s: %w", addr, err)
 			}
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		srv := httpapi.NewListener(h, httpapi.ListenerOptions{Logger: a.log})
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())
 		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())
@@ -323,6 +325,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.grpcAPI.SyncHealth()
 	}
 	close(a.ready)
+	notify(a.log, readyStatus(len(a.models.Index())))
 	a.updater.Start(ctx)
 	if len(a.cfg.StartModels) > 0 {
 		startDone = make(chan error, 1)
@@ -343,26 +346,32 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
 
+	wdog, stopWdog := watchdog(a.log)
+	defer stopWdog()
 	var runErr error
-wait:
+serve:
 	for {
 		select {
 		case <-ctx.Done():
-			break wait
+			break serve
 		case runErr = <-errc:
-			break wait
+			break serve
+		case <-wdog:
+			a.models.Index() // takes the manager's lock: a wedged manager starves the watchdog
+			notify(a.log, daemon.SdNotifyWatchdog)
 		case err := <-startDone:
 			startDone = nil
 			if err != nil {
 				if ctx.Err() == nil {
 					runErr = err
 				}
-				break wait
+				break serve
 			}
 			a.models.SetReady(true)
 			a.grpcAPI.SyncHealth()
 		}
 	}
+	notify(a.log, daemon.SdNotifyStopping)
 	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
 	a.models.SetReady(false)
 	a.grpcAPI.Shutdown()

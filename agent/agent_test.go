@@ -28,7 +28,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
 	"github.com/edgefleet/edgefleet/agent/tensor"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 )
 
 // running is an agent serving on loopback ports, with clients for it.

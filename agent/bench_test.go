@@ -6,8 +6,8 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
-	"github.com/edgefleet/edgefleet/agent/loadgen"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/hil-tests/loadgen"
 )
 
 // BenchmarkDigitsCNN measures one digits CNN request end to end over each

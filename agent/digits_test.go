@@ -17,7 +17,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/internal/testenv"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 )
 
 // digitsSet is the held-out digits test set: labels and pixels scaled to 0..1.

@@ -12,6 +12,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/httpapi"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/agent/update"
 )
 
 // Model repository states reported by RepositoryIndex (Triton's names).
@@ -125,10 +126,14 @@ func (a *Agent) applyPolicy(ctx context.Context, name string) error {
 		cached = append(cached, v.Version)
 	}
 	serve, missing := settings.VersionPolicy.Select(cached)
-	// A version on its way in over the air is served only once activated (agent/update).
+	// A version on its way in over the air is served only once activated
+	// (agent/update); a rejected one (rolled back by the watch or the hub,
+	// kept only because a label names it) is never served.
+	rejected := update.RejectedVersions(rec)
 	if p := rec.State[cache.StatePending]; p != "" && p != rec.Active() {
-		serve = slices.DeleteFunc(serve, func(v string) bool { return v == p })
+		rejected[p] = true
 	}
+	serve = slices.DeleteFunc(serve, func(v string) bool { return rejected[v] && v != rec.Active() })
 	if len(missing) > 0 {
 		a.log.Warn("versions named by the policy are not cached", "model", name, "missing", missing)
 	}

@@ -12,7 +12,8 @@
 //
 // # Data folder
 //
-//	hub.db             bbolt: devices, desired/reported state, tokens, OCI manifests, rollouts
+//	hub.db             bbolt: devices, desired/reported state, tokens, OCI manifests,
+//	                   rollouts, telemetry (schema and migrations: package hubdb)
 //	ca.crt, ca.key     the hub's CA (agents trust ca.crt)
 //	admin.crt/.key     the admin client certificate the CLI uses (mTLS)
 //	api.url            the API URL as advertised, for the CLI

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/broker"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/enroll"
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/hub/oci"
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/hub/rollout"
@@ -184,7 +186,7 @@ func (h *Hub) open(ctx context.Context) error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	var err error
-	h.db, err = bolt.Open(filepath.Join(o.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	h.db, err = hubdb.Open(filepath.Join(o.DataDir, DBFile), &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return fmt.Errorf("hub: %s is in use by another hub process", filepath.Join(o.DataDir, DBFile))
@@ -448,10 +450,23 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.log.Info("hub running", "api", h.advAPI, "mqtt", h.advMQTT, "registry", h.advRegistry,
 		"ca_fingerprint", h.ca.Fingerprint(), "data", h.opts.DataDir)
 
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	notify(h.log, daemon.SdNotifyReady+"\nSTATUS=hub running, API "+h.advAPI)
+	wdog, stopWdog := watchdog(h.log)
+	defer stopWdog()
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case err = <-errc:
+			break serve
+		case <-wdog:
+			if alive(h.db) {
+				notify(h.log, daemon.SdNotifyWatchdog)
+			}
+		}
 	}
+	notify(h.log, daemon.SdNotifyStopping)
 	stop()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

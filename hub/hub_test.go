@@ -19,65 +19,36 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/ca"
-	"github.com/edgefleet/edgefleet/hub/internal/mosquittotest"
+	"github.com/edgefleet/edgefleet/hub/hubtest"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
 // running is a hub serving in the background.
 type running struct {
-	*hub.Hub
-	dir  string
-	stop func()
+	*hubtest.Hub
+	dir string
 }
 
+// startHub runs a hub on dir with an embedded registry (mod changes the
+// options) and waits until its API answers.
 func startHub(t *testing.T, dir string, mod func(*hub.Options)) *running {
 	t.Helper()
-	opts := hub.Options{DataDir: dir, APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", RegistryAddr: "127.0.0.1:0"}
+	opts := hub.Options{DataDir: dir, RegistryAddr: "127.0.0.1:0"}
 	if mod != nil {
 		mod(&opts)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, opts)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	r := &running{Hub: h, dir: dir, stop: stop}
-	waitHealthy(t, r)
-	return r
-}
-
-func waitHealthy(t *testing.T, r *running) {
-	t.Helper()
+	r := &running{Hub: hubtest.Start(t, opts), dir: dir}
 	c := r.admin(t)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := c.Health(context.Background())
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hub not healthy: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var err error
+	testenv.Eventually(t, "a healthy hub", 10*time.Second, func() bool {
+		err = c.Health(context.Background())
+		return err == nil
+	})
+	return r
 }
 
 func (r *running) admin(t *testing.T) *api.Client {
@@ -212,17 +183,6 @@ func recv(t *testing.T, ch <-chan wire.DesiredState) wire.DesiredState {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 var digits = map[string]wire.DesiredModel{"digits": {Ref: "127.0.0.1:5000/models/digits:1", Version: "1"}}
 
 func TestEnrollConnectReport(t *testing.T) {
@@ -245,7 +205,7 @@ func TestEnrollConnectReport(t *testing.T) {
 		Hardware: wire.Hardware{Cores: 8, Providers: []string{"cpu"}},
 		Models:   map[string]wire.ReportedModel{"digits": {ActiveVersion: "1", ActiveDigest: "sha256:" + string(bytes.Repeat([]byte("a"), 64)), State: wire.StateActive}}})
 	admin := r.admin(t)
-	eventually(t, "reported state in the registry", func() bool {
+	testenv.Eventually(t, "reported state in the registry", 10*time.Second, func() bool {
 		det, err := admin.Device(ctx, "edge-1")
 		return err == nil && det.Reported != nil && det.Device.Online && det.Device.AgentVersion == "0.9.0"
 	})
@@ -276,7 +236,7 @@ func TestEnrollConnectReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub(t, pubOffline, wire.Topic("edge-1", wire.KindPresence), wire.Presence{Online: false})
-	eventually(t, "offline", func() bool { det, _ := admin.Device(ctx, "edge-1"); return !det.Device.Online })
+	testenv.Eventually(t, "offline", 10*time.Second, func() bool { det, _ := admin.Device(ctx, "edge-1"); return !det.Device.Online })
 }
 
 func TestAPIAuthorization(t *testing.T) {
@@ -435,7 +395,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.stop()
+	r.Stop()
 
 	r = startHub(t, dir, nil)
 	if r.CAFingerprint() != fp {
@@ -475,7 +435,7 @@ func TestDataDirLocked(t *testing.T) {
 }
 
 func TestExternalMosquitto(t *testing.T) {
-	mosquittotest.Require(t)
+	testenv.RequireMosquitto(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	// The hub's CA must exist before Mosquitto can trust it.
@@ -483,7 +443,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mosquittotest.Start(t, c, nil)
+	m := testenv.StartMosquitto(t, c, nil)
 	r := startHub(t, dir, func(o *hub.Options) { o.Broker = m.URL; o.RegistryAddr = hub.Off })
 	if r.MQTTURL() != m.URL {
 		t.Fatalf("agents told %q, want the external broker %q", r.MQTTURL(), m.URL)
@@ -505,7 +465,7 @@ func TestExternalMosquitto(t *testing.T) {
 		t.Fatalf("desired via Mosquitto: %+v", ds)
 	}
 	pub(t, cl, wire.Topic("edge-m", wire.KindReported), wire.ReportedState{AgentVersion: "via-mosquitto", AppliedRevision: 1})
-	eventually(t, "report through Mosquitto", func() bool {
+	testenv.Eventually(t, "report through Mosquitto", 10*time.Second, func() bool {
 		det, err := r.admin(t).Device(ctx, "edge-m")
 		return err == nil && det.Device.AgentVersion == "via-mosquitto" && det.Device.AppliedRevision == 1
 	})

@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/crane"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota/artifact"
-	"github.com/edgefleet/edgefleet/ota/internal/regtest"
 )
 
 // TestDistributionRegistry runs push, inspect, crane listing and a resumed
@@ -20,7 +20,7 @@ import (
 // Range handling is net/http's, not go-containerregistry's.
 func TestDistributionRegistry(t *testing.T) {
 	ctx := context.Background()
-	host := regtest.Distribution(t)
+	host := testenv.Distribution(t)
 	ta := newTestArtifact(t, "5", 3<<20)
 	ref := host + "/models/digits:5"
 	dig, err := Push(ctx, ref, ta.art, WithLogger(testLogger(t)))
@@ -78,7 +78,7 @@ func TestDistributionRegistry(t *testing.T) {
 // checks that an index's entries exist, and selects a variant from it.
 func TestDistributionVariants(t *testing.T) {
 	ctx := context.Background()
-	host := regtest.Distribution(t)
+	host := testenv.Distribution(t)
 	ref := host + "/models/digits:6"
 	fp32, int8 := randomBytes(t, 30000), randomBytes(t, 9000)
 	dig, err := PushVariants(ctx, ref, []Artifact{

@@ -17,12 +17,12 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota/artifact"
-	"github.com/edgefleet/edgefleet/ota/internal/regtest"
 )
 
 // newRegistry starts the embedded registry (blobs on disk) and returns its host:port.
-func newRegistry(t testing.TB) string { return regtest.Embedded(t) }
+func newRegistry(t testing.TB) string { return testenv.EmbeddedRegistry(t) }
 
 // testLogger routes slog output to t.Log.
 func testLogger(t testing.TB) *slog.Logger {

@@ -2,22 +2,19 @@ package quantize
 
 import (
 	"math/rand/v2"
-	"os"
 	"testing"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/quantize/internal/graph"
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
 )
 
-// needRuntime initialises onnxruntime or skips the test when the library is
-// missing and CI is unset (under CI a missing library fails the test).
+// needRuntime initialises onnxruntime, skipping the test when the library
+// is missing (failing it under CI).
 func needRuntime(t testing.TB) {
 	t.Helper()
-	if err := InitRuntime(""); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("onnxruntime unavailable: %v", err)
-		}
-		t.Fatalf("onnxruntime unavailable under CI: %v", err)
+	if err := InitRuntime(testenv.ORTLibrary(t)); err != nil {
+		t.Fatalf("onnxruntime: %v", err)
 	}
 }
 

@@ -135,6 +135,17 @@ type Options struct {
 	// Nodes, when not empty, restricts quantization to these node names.
 	Nodes []string
 
+	// Fold simplifies the float graph before static quantization:
+	// hard-swish spelled x·Clip(x+3,0,6)/6 becomes x·HardSigmoid(x), two
+	// operators instead of four between the Convs.
+	Fold bool
+	// ConvOnly quantizes statically only the operators with weights (Conv,
+	// ConvTranspose, MatMul, Gemm) and those moving 8-bit data unchanged
+	// (Reshape, Transpose, pooling, ...): element-wise Add/Mul/Concat stay
+	// float, without QuantizeLinear/DequantizeLinear pairs around them
+	// that onnxruntime could not fuse.
+	ConvOnly bool
+
 	// ORTNames names the values and nodes a conversion adds as
 	// onnxruntime's tool does (x_QuantizeLinear_Output, w_scale, ...). By
 	// default they get short generated names (q12_s) and added nodes no

@@ -40,6 +40,11 @@ type Report struct {
 	// SizeBefore and SizeAfter are the serialized model sizes in bytes.
 	SizeBefore int `json:"size_before"`
 	SizeAfter  int `json:"size_after"`
+	// Conversion is the opset conversion applied before quantizing (nil
+	// when the model's opset sufficed).
+	Conversion *ConversionReport `json:"conversion,omitempty"`
+	// Folded counts the rewrites Options.Fold applied before quantizing.
+	Folded map[string]int `json:"folded,omitempty"`
 	// Calibration describes the calibration of a static quantization.
 	Calibration *CalibrationInfo `json:"calibration,omitempty"`
 	// Warnings are decisions worth a look (an opset raised, per-channel

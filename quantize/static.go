@@ -65,6 +65,13 @@ type staticJob struct {
 	types   map[string]graph.Elem
 	batches []Batch
 	opts    Options
+	// opsetBefore is the model's own default-domain opset; conversion is
+	// the upgrade applied to m (nil when none), convertErr why it failed.
+	opsetBefore int64
+	conversion  *ConversionReport
+	convertErr  error
+	// folded counts the Options.Fold rewrites applied to m.
+	folded map[string]int
 	// ranges caches calibrated tensor ranges.
 	ranges map[string][2]float32
 }
@@ -92,11 +99,31 @@ func newStaticJob(model []byte, batches []Batch, opts Options) (*staticJob, erro
 	if err := checkDomains(m); err != nil {
 		return nil, err
 	}
-	types, err := inferTypes(m)
-	if err != nil {
+	j := &staticJob{model: model, m: m, batches: batches, opts: opts, ranges: map[string][2]float32{}}
+	j.opsetBefore, _ = graph.Opset(m, graph.DefaultDomain)
+	// QuantizeLinear needs opset 10 and per-channel DequantizeLinear 13:
+	// convert older models first (on a copy; a model that cannot be
+	// converted falls back to raising the opset where that is safe).
+	if need := int64(10); j.opsetBefore < StaticOpset && (!opts.PerTensor || j.opsetBefore < need) {
+		c := graph.Clone(m)
+		if rep, err := convertModel(c, StaticOpset); err != nil {
+			j.convertErr = err
+			opts.Logger.Warn("opset conversion failed", "err", err)
+		} else {
+			j.m, j.conversion = c, rep
+			opts.Logger.Info("opset converted", "report", rep.String())
+		}
+	}
+	if opts.Fold {
+		if j.folded, err = foldGraph(j.m); err != nil {
+			return nil, err
+		}
+		opts.Logger.Info("folded", "rewrites", j.folded)
+	}
+	if j.types, err = inferTypes(j.m); err != nil {
 		return nil, err
 	}
-	return &staticJob{model: model, m: m, types: types, batches: batches, opts: opts, ranges: map[string][2]float32{}}, nil
+	return j, nil
 }
 
 // knownDomains are the operator domains onnxruntime's CPU provider runs.
@@ -193,6 +220,10 @@ func (j *staticJob) plan(opts Options, perChannel bool) *staticPlan {
 		op := n.GetOpType()
 		name := nodeName(n, i)
 		if !graph.IsDefaultDomain(n) || !slices.Contains(StaticOpTypes(), op) {
+			continue
+		}
+		if opts.ConvOnly && slices.Contains(qdqGeneric, op) {
+			p.skipped = append(p.skipped, Skip{Name: name, OpType: op, Reason: "element-wise operator kept in float (Options.ConvOnly)"})
 			continue
 		}
 		if slices.Contains(qdqOptIn, op) && !slices.Contains(opts.IncludeOpTypes, op) {
@@ -353,10 +384,20 @@ func (j *staticJob) quantize(ctx context.Context, opts Options) ([]byte, *Report
 		ActivationType: opts.ActivationType.String(),
 		SizeBefore:     len(j.model),
 	}
-	rep.OpsetBefore, _ = graph.Opset(j.m, graph.DefaultDomain)
+	rep.OpsetBefore = j.opsetBefore
 	qm := graph.Clone(j.m)
 	perChannel := !opts.PerTensor
-	if rep.OpsetBefore < 10 {
+	if j.conversion != nil {
+		rep.Conversion = j.conversion
+		rep.Warnings = append(rep.Warnings, j.conversion.String())
+	} else if j.convertErr != nil {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("opset conversion to %d failed: %v", StaticOpset, j.convertErr))
+	}
+	if len(j.folded) > 0 {
+		rep.Folded = j.folded
+		rep.Warnings = append(rep.Warnings, foldSummary(j.folded))
+	}
+	if cur, _ := graph.Opset(qm, graph.DefaultDomain); cur < 10 {
 		warn, err := raiseOpset(qm, 11)
 		if err != nil {
 			return nil, nil, err

@@ -46,6 +46,12 @@ const (
 	DefaultDrainTimeout = 15 * time.Second
 )
 
+// Values of Config.JSONNonFinite.
+const (
+	JSONNonFiniteTokens  = "tokens"
+	JSONNonFiniteStrings = "strings"
+)
+
 // Config is the agent configuration.
 type Config struct {
 	// Data is the agent's data folder (the bbolt cache lives there). Required.
@@ -67,6 +73,12 @@ type Config struct {
 	StartModels []StartModel `yaml:"start_models"`
 	// MaxBodyBytes bounds request bodies (REST) and messages (gRPC); zero means DefaultMaxBodyBytes.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// JSONNonFinite chooses how REST v2 JSON responses write NaN and ±Inf
+	// output elements: "tokens" (default, as Triton and TF Serving do: bare
+	// NaN, Infinity, -Infinity, which Python's json and Triton's clients read)
+	// or "strings" ("NaN", "Infinity", "-Infinity": valid JSON for strict
+	// parsers such as JavaScript's JSON.parse and Go's encoding/json).
+	JSONNonFinite string `yaml:"json_nonfinite"`
 	// CacheBudget bounds the model cache on disk; zero means unlimited.
 	CacheBudget ByteSize `yaml:"cache_budget"`
 	// DrainTimeout bounds how long SIGTERM waits for in-flight requests; zero means DefaultDrainTimeout.
@@ -163,6 +175,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 || c.CacheBudget < 0 {
 		errs = append(errs, errors.New("sizes must not be negative"))
+	}
+	switch c.JSONNonFinite {
+	case "", JSONNonFiniteTokens, JSONNonFiniteStrings:
+	default:
+		errs = append(errs, fmt.Errorf("json_nonfinite: %q, want %q or %q", c.JSONNonFinite, JSONNonFiniteTokens, JSONNonFiniteStrings))
 	}
 	if err := c.Defaults.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("defaults: %w", err))

@@ -23,6 +23,17 @@
 // retried in a loop (a newer revision is needed). Only the newest pending
 // state is applied; intermediate ones are skipped.
 //
+// # Reports
+//
+// The client publishes the reported state on every connection, after every
+// applied (or failed) desired state, every Options.ReportInterval when the
+// Applier is a Reporter, and at once after a local change: an Applier that
+// implements Notifier (fleetapply's does) signals rollbacks by the
+// post-activation watch, failed activations and GPU→CPU fallbacks, and
+// ReportNow publishes on demand. The hub's rollout gates act on these
+// reports, so a canary's local rollback stops a rollout within
+// milliseconds, not at the next periodic report.
+//
 // # Files (Options.Dir)
 //
 //	device.key    the device's private key (0600), made before enrolling
@@ -63,6 +74,16 @@ type Applier interface {
 // Options.ReportInterval.
 type Reporter interface {
 	Report(ctx context.Context) map[string]wire.ReportedModel
+}
+
+// Notifier is optionally implemented by an Applier whose model states
+// change on their own, outside Apply (a local rollback by the
+// post-activation watch, a GPU→CPU fallback, a quarantine): New calls
+// Notify once with a function to call after each such change, and the
+// client then reports the new state at once instead of at its next
+// periodic report. The function does not block.
+type Notifier interface {
+	Notify(changed func())
 }
 
 // Options configure a Client. Dir and Applier are required; HubURL and
@@ -121,10 +142,14 @@ type Client struct {
 	// latest is the newest desired state received and not yet taken by
 	// the apply loop.
 	latest *wire.DesiredState
-	mqtt   paho.Client
+	// applied counts finished Apply calls: a Reporter's snapshot taken
+	// while one finished is stale and is dropped (refreshModels).
+	applied uint64
+	mqtt    paho.Client
 
 	wake      chan struct{} // a desired state arrived
 	connected chan struct{} // a (re)connection completed
+	changed   chan struct{} // a local state change to report (ReportNow)
 }
 
 // New checks the options and loads the identity and state, if any.
@@ -157,7 +182,10 @@ func New(opts Options) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{opts: opts, log: log, hardware: mergeHardware(DetectHardware(), opts.Hardware), started: time.Now(),
-		wake: make(chan struct{}, 1), connected: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), connected: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	if n, ok := opts.Applier.(Notifier); ok {
+		n.Notify(c.ReportNow)
+	}
 	id, ok, err := loadIdentity(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
@@ -169,6 +197,18 @@ func New(opts Options) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// ReportNow asks the client to publish the device's reported state at
+// once (with the Reporter's current model states), without waiting for
+// the next periodic report; requests made while one is pending coalesce.
+// It does not block. While the device is disconnected the report is made
+// on reconnection, as every connection starts with one.
+func (c *Client) ReportNow() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Identity returns the device's identity; ok is false before enrollment.
@@ -330,6 +370,12 @@ func (c *Client) sessionLoop(ctx context.Context, mc paho.Client) {
 				c.refreshModels(ctx)
 				c.report(ctx, mc)
 			}
+		case <-c.changed:
+			if mc.IsConnectionOpen() {
+				c.refreshModels(ctx)
+				c.report(ctx, mc)
+				c.log.Debug("reported a local state change")
+			}
 		}
 	}
 }
@@ -388,6 +434,7 @@ func (c *Client) applyLoop(ctx context.Context) {
 		}
 		c.mu.Lock()
 		c.state.Applies++
+		c.applied++
 		if models != nil {
 			c.state.Models = models
 		}
@@ -414,9 +461,16 @@ func (c *Client) refreshModels(ctx context.Context) {
 	if !ok {
 		return
 	}
+	c.mu.Lock()
+	gen := c.applied
+	c.mu.Unlock()
 	models := r.Report(ctx)
 	c.mu.Lock()
-	c.state.Models = models
+	// An Apply that finished meanwhile stored newer model states, with the
+	// revision they belong to: keep those.
+	if c.applied == gen {
+		c.state.Models = models
+	}
 	c.mu.Unlock()
 }
 

@@ -150,6 +150,13 @@ func TestFleetRollouts(t *testing.T) {
 				}
 			}
 			allOn(t, "2", v2, edges)
+			// The hub decided (its gate, or the agent's golden check):
+			// the canary ends as if its own watch had rolled back.
+			for _, e := range edges {
+				if e.id == canary.ID {
+					e.servesNot(t, d, st.Spec.Version, st.Spec.Digest)
+				}
+			}
 		})
 	}
 

@@ -20,7 +20,11 @@
 // artifact over an authenticated channel (a rollback). A desired model
 // without a digest follows its tag and keeps the updater's rollback
 // protection. A model the agent already runs at the desired digest is left
-// alone, so applying the same state twice does nothing.
+// alone, so applying the same state twice does nothing. A desired model
+// that names a version to reject (wire.DesiredModel.Reject, set by the
+// hub's rollout revert) has that version marked bad once the desired one is
+// active (update.Updater.Reject): unloaded and never served again, as after
+// a rollback by the agent's own watch.
 //
 // # Reports
 //
@@ -127,6 +131,28 @@ func (a *Applier) Apply(ctx context.Context, ds wire.DesiredState) (map[string]w
 }
 
 func (a *Applier) applyModel(ctx context.Context, name string, m wire.DesiredModel) error {
+	if err := a.installModel(ctx, name, m); err != nil || m.Reject == "" {
+		return err
+	}
+	// The hub rolled a version back: mark it bad as the local watch would.
+	why := "rolled back by the hub"
+	for {
+		err := a.u.Reject(ctx, name, m.Reject, why)
+		if !errors.Is(err, update.ErrBusy) {
+			if err != nil {
+				a.log.Warn("rolled-back version not rejected", "model", name, "digest", m.Reject, "err", err)
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.opts.BusyWait):
+		}
+	}
+}
+
+func (a *Applier) installModel(ctx context.Context, name string, m wire.DesiredModel) error {
 	ref := m.Ref
 	if m.Digest != "" {
 		ref = repoOf(m.Ref) + "@" + m.Digest
@@ -154,6 +180,17 @@ func (a *Applier) applyModel(ctx context.Context, name string, m wire.DesiredMod
 			"state", res.State, "previous", res.Previous, "rollout", m.Rollout)
 		return nil
 	}
+}
+
+// Notify makes changed run after every local change of a model's state
+// the updater makes on its own (a rollback by the post-activation watch,
+// the end of a watch, a failed activation, a GPU→CPU fallback), so the
+// fleet client reports it at once; it implements fleet.Notifier.
+func (a *Applier) Notify(changed func()) {
+	a.u.OnChange(func(c update.Change) {
+		a.log.Debug("local model state changed; reporting", "model", c.Model, "change", c.Kind, "version", c.Version)
+		changed()
+	})
 }
 
 // Report returns the state and health of every model the agent knows.
@@ -254,4 +291,5 @@ func repoOf(ref string) string {
 var (
 	_ fleet.Applier  = (*Applier)(nil)
 	_ fleet.Reporter = (*Applier)(nil)
+	_ fleet.Notifier = (*Applier)(nil)
 )

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 	"github.com/edgefleet/edgefleet/agent/update"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/registry"
@@ -294,6 +295,34 @@ func (e *edge) predict(ctx context.Context, d digits, i int) (int, string, error
 		}
 	}
 	return arg, resp.ModelVersion, nil
+}
+
+// servesNot fails the test if the edge serves version v of the model
+// in any way: ready over HTTP, inference by version, or loaded at all; and
+// unless its updater recorded digest as rejected.
+func (e *edge) servesNot(t *testing.T, d digits, v, digest string) {
+	t.Helper()
+	resp, err := e.rest.HTTP.Get(strings.TrimSuffix(e.rest.InferURL(modelName, v), "/infer") + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("%s: GET versions/%s/ready answered %d, want 404", e.id, v, resp.StatusCode)
+	}
+	if _, err := e.rest.Infer(context.Background(), modelName, v, d.request(0, 1), true); err == nil {
+		t.Errorf("%s served an inference by version %s", e.id, v)
+	}
+	if ok, _ := e.a.Models().ModelReady(modelName, v); ok {
+		t.Errorf("%s has version %s loaded", e.id, v)
+	}
+	st, err := e.a.Updater().Status(modelName)
+	if err != nil || st.Rejected[digest] == "" {
+		t.Errorf("%s: digest %s of version %s not recorded as rejected (%v): %+v", e.id, digest, v, err, st)
+	}
+	if st != nil && st.Previous == v {
+		t.Errorf("%s keeps version %s as its rollback target", e.id, v)
+	}
 }
 
 // traffic sends the test set to every edge in a loop, in batches of

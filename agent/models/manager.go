@@ -181,6 +181,28 @@ type Manager struct {
 
 	mu     sync.RWMutex // guards models and the maps inside them
 	models map[string]*model
+
+	// degradedFns are called when a version falls back from its GPU to
+	// the CPU (OnDegraded).
+	degradedFns atomic.Pointer[[]func(name, version string)]
+}
+
+// OnDegraded registers fn to be called once per version when a run fails
+// on its GPU session and the version is marked degraded (it serves on the
+// CPU from then on). fn runs on the request's goroutine and must not
+// block.
+func (m *Manager) OnDegraded(fn func(name, version string)) {
+	for {
+		old := m.degradedFns.Load()
+		var fns []func(name, version string)
+		if old != nil {
+			fns = append(fns, *old...)
+		}
+		fns = append(fns, fn)
+		if m.degradedFns.CompareAndSwap(old, &fns) {
+			return
+		}
+	}
 }
 
 type model struct {
@@ -614,6 +636,13 @@ func (m *Manager) run(v *version, inputs []tensor.Tensor, outputs []string) (run
 		if res.FellBack {
 			mt.Fallbacks.WithLabelValues(v.name, v.version, v.sess.RequestedProvider(), runtime.ProviderCPU).Inc()
 			mt.Degraded.WithLabelValues(v.name, v.version).Set(1)
+		}
+	}
+	if res.FellBack {
+		if fns := m.degradedFns.Load(); fns != nil {
+			for _, fn := range *fns {
+				fn(v.name, v.version)
+			}
 		}
 	}
 	return res, err

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/ca"
 )
@@ -34,7 +35,7 @@ func TestHubDownThenBack(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					o.Broker = startMosquitto(t, c)
+					o.Broker = testenv.StartMosquitto(t, c, nil).URL
 				}
 			}
 			p := startHub(t, mod)

@@ -28,7 +28,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/tensor"
 	"github.com/edgefleet/edgefleet/agent/update"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
 )

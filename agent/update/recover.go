@@ -366,9 +366,13 @@ func (u *Updater) Rollback(ctx context.Context, model string) (*Result, error) {
 	if !ok {
 		return nil, fmt.Errorf("model %q: %w", model, ErrBusy)
 	}
-	defer unlock()
 	u.stopWatch(model)
-	return u.rollback(ctx, model, "", "manual rollback", false)
+	res, err := u.rollback(ctx, model, "", "manual rollback", false)
+	unlock()
+	if res != nil {
+		u.notify(Change{Model: model, Kind: ChangeRolledBack, Version: res.Previous})
+	}
+	return res, err
 }
 
 // rollback switches model back to its previous version. With expect set it

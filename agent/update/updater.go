@@ -166,6 +166,8 @@ type Updater struct {
 	resumes []resume             // found by Recover, started by Start
 	rewatch []rewatch            // watches found by Recover, started by Start
 	started bool
+	// listeners are called after local state changes (OnChange).
+	listeners []func(Change)
 }
 
 type resume struct {
@@ -222,6 +224,11 @@ func New(opts Options) (*Updater, error) {
 	}
 	u.obs = newObserver()
 	u.ctx, u.cancel = context.WithCancel(context.Background())
+	// A GPU→CPU fallback of a served version is a change the hub's
+	// fallback gate judges: report it at once.
+	opts.Models.OnDegraded(func(name, version string) {
+		u.notify(Change{Model: name, Kind: ChangeDegraded, Version: version})
+	})
 	return u, nil
 }
 
@@ -357,17 +364,22 @@ func (u *Updater) Update(ctx context.Context, model, ref string, o UpdateOptions
 	if !ok {
 		return nil, fmt.Errorf("model %q: %w", model, ErrBusy)
 	}
-	defer unlock()
 	j := &job{model: model, ref: ref, started: u.now()}
 	log := u.log.With("model", model, "ref", ref)
 	log.Info("update started", "allow_rollback", o.AllowRollback)
 	res, err := u.update(ctx, j, o, log)
 	if err != nil {
 		u.abandon(j, err, log)
+		unlock()
+		u.notify(Change{Model: model, Kind: ChangeFailed, Version: j.version})
 		return nil, fmt.Errorf("update %s to %s: %w", model, ref, err)
 	}
+	unlock()
 	log.Info("update finished", "version", res.Version, "digest", res.Digest, "state", res.State,
 		"previous", res.Previous, "took", u.now().Sub(j.started).Round(time.Millisecond))
+	if res.State != ResultAlreadyActive {
+		u.notify(Change{Model: model, Kind: ChangeActivated, Version: res.Version})
+	}
 	return res, nil
 }
 

@@ -312,6 +312,7 @@ func (u *Updater) startWatch(model, version, previous string, until time.Time, b
 					keyLastResult: ResultHealthy, keyLastTime: u.now().UTC().Format(time.RFC3339)}); err != nil {
 					log.Warn("recording the passed watch", "err", err)
 				}
+				u.notify(Change{Model: model, Kind: ChangeWatchPassed, Version: version})
 				return
 			}
 		}
@@ -321,9 +322,10 @@ func (u *Updater) startWatch(model, version, previous string, until time.Time, b
 // breach rolls a watched version back, waiting for an update of the model in
 // progress to finish first (which may supersede the watch).
 func (u *Updater) breach(ctx context.Context, model, version, why string) {
+	var unlock func()
 	for {
-		if unlock, ok := u.lockModel(model); ok {
-			defer unlock()
+		var ok bool
+		if unlock, ok = u.lockModel(model); ok {
 			break
 		}
 		select {
@@ -332,8 +334,15 @@ func (u *Updater) breach(ctx context.Context, model, version, why string) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if _, err := u.rollback(context.Background(), model, version, "post-activation watch: "+why, true); err != nil {
+	res, err := u.rollback(context.Background(), model, version, "post-activation watch: "+why, true)
+	unlock()
+	if err != nil {
 		u.log.Error("automatic rollback failed", "model", model, "version", version, "err", err)
+	}
+	if res != nil || err != nil {
+		// Also a failed rollback changed what the device runs or
+		// reports: the hub hears of it now, not at the next report.
+		u.notify(Change{Model: model, Kind: ChangeRolledBack, Version: version})
 	}
 }
 

@@ -96,7 +96,7 @@ of receiving its models (see 'edgefleet sidecar').`,
 			override(fs, "token", &cfg.Hub.Token, flags.Hub.Token)
 			override(fs, "device-id", &cfg.Hub.DeviceID, flags.Hub.DeviceID)
 			if fs.Changed("labels") {
-				l, err := parseLabels(labels)
+				l, err := parseLabels("labels", labels)
 				if err != nil {
 					return err
 				}
@@ -152,6 +152,5 @@ of receiving its models (see 'edgefleet sidecar').`,
 	f.StringSliceVar(&labels, "labels", nil, "labels to ask for at enrollment, k=v,k=v")
 	f.BoolVarP(&check, "check-config", "t", false, "validate the configuration and exit")
 	cmd.AddCommand(newAgentUpdateCmds(g)...)
-	cmd.AddCommand(newAgentSimulateCmd(g))
 	return cmd
 }

@@ -1,7 +1,8 @@
+//go:build !agentonly
+
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -10,54 +11,16 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/telemetry"
+	"github.com/spf13/pflag"
 )
 
-// hubConfig is the hub's YAML configuration file; keys mirror the flags.
-type hubConfig struct {
-	Data               string        `yaml:"data"`
-	API                string        `yaml:"api"`
-	MQTT               string        `yaml:"mqtt"`
-	Registry           string        `yaml:"registry"`
-	Broker             string        `yaml:"broker"`
-	BrokerSharedGroup  string        `yaml:"broker_shared_group"`
-	ExternalRegistry   string        `yaml:"external_registry"`
-	AdvertiseAPI       string        `yaml:"advertise_api"`
-	AdvertiseMQTT      string        `yaml:"advertise_mqtt"`
-	AdvertiseRegistry  string        `yaml:"advertise_registry"`
-	Hosts              []string      `yaml:"hosts"`
-	DeviceCertValidity time.Duration `yaml:"device_cert_validity"`
-	Metrics            string        `yaml:"metrics"`
-	Dashboard          string        `yaml:"dashboard"`
-	QUIC               string        `yaml:"quic"`
-	TelemetryWindow    int           `yaml:"telemetry_window"`
-	TelemetryMaxSeries int           `yaml:"telemetry_max_series"`
-}
-
-func loadHubConfig(path string) (hubConfig, error) {
-	var c hubConfig
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return c, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
-
 func newHubCmd(g *globalFlags) *cobra.Command {
-	var (
-		cfgFile string
-		flags   hubConfig
-	)
+	var hf hubFlags
 	cmd := &cobra.Command{
 		Use:   "hub",
 		Short: "Run the hub: device registry, enrollment, MQTT broker, REST API and OCI registry",
@@ -74,73 +37,19 @@ device and token commands use (admin.crt/admin.key).`,
   edgefleet agent --data /var/lib/edgefleet --hub https://hub.example:7443 --token <token>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := hubConfig{API: hub.DefaultAPIAddr, MQTT: hub.DefaultMQTTAddr, Registry: hub.DefaultRegistryAddr, Metrics: hub.DefaultMetricsAddr, Dashboard: hub.DefaultDashboardAddr}
-			if cfgFile != "" {
-				var err error
-				if cfg, err = loadHubConfig(cfgFile); err != nil {
-					return err
-				}
+			cfg, err := hf.config(cmd.Flags())
+			if err != nil {
+				return err
 			}
-			fs := cmd.Flags()
-			set := func(name string, dst *string, v string) {
-				if fs.Changed(name) || *dst == "" {
-					*dst = v
-				}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
-			set("data", &cfg.Data, flags.Data)
-			set("api", &cfg.API, flags.API)
-			set("mqtt", &cfg.MQTT, flags.MQTT)
-			set("registry", &cfg.Registry, flags.Registry)
-			set("broker", &cfg.Broker, flags.Broker)
-			set("broker-shared-group", &cfg.BrokerSharedGroup, flags.BrokerSharedGroup)
-			set("external-registry", &cfg.ExternalRegistry, flags.ExternalRegistry)
-			set("advertise-api", &cfg.AdvertiseAPI, flags.AdvertiseAPI)
-			set("advertise-mqtt", &cfg.AdvertiseMQTT, flags.AdvertiseMQTT)
-			set("advertise-registry", &cfg.AdvertiseRegistry, flags.AdvertiseRegistry)
-			set("metrics", &cfg.Metrics, flags.Metrics)
-			set("dashboard", &cfg.Dashboard, flags.Dashboard)
-			if fs.Changed("quic") {
-				cfg.QUIC = flags.QUIC
-			}
-			if fs.Changed("telemetry-window") {
-				cfg.TelemetryWindow = flags.TelemetryWindow
-			}
-			if fs.Changed("telemetry-max-series") {
-				cfg.TelemetryMaxSeries = flags.TelemetryMaxSeries
-			}
-			if fs.Changed("host") {
-				cfg.Hosts = flags.Hosts
-			}
-			if fs.Changed("device-cert-validity") || cfg.DeviceCertValidity == 0 {
-				cfg.DeviceCertValidity = flags.DeviceCertValidity
-			}
-			if cfg.Data == "" {
-				return errors.New("--data is required")
-			}
-			if cfg.ExternalRegistry != "" && !fs.Changed("registry") && cfgFile == "" {
-				cfg.Registry = hub.Off // an external registry replaces the embedded one
+			if hf.check {
+				fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+				return nil
 			}
 			ctx := cmd.Context()
-			h, err := hub.New(ctx, hub.Options{
-				DataDir:            cfg.Data,
-				APIAddr:            cfg.API,
-				MQTTAddr:           cfg.MQTT,
-				RegistryAddr:       cfg.Registry,
-				Broker:             cfg.Broker,
-				BrokerSharedGroup:  cfg.BrokerSharedGroup,
-				ExternalRegistry:   cfg.ExternalRegistry,
-				AdvertiseAPI:       cfg.AdvertiseAPI,
-				AdvertiseMQTT:      cfg.AdvertiseMQTT,
-				AdvertiseRegistry:  cfg.AdvertiseRegistry,
-				Hosts:              cfg.Hosts,
-				DeviceCertValidity: cfg.DeviceCertValidity,
-				MetricsAddr:        cfg.Metrics,
-				DashboardAddr:      cfg.Dashboard,
-				QUICAddr:           cfg.QUIC,
-				TelemetryWindow:    cfg.TelemetryWindow,
-				TelemetryMaxSeries: cfg.TelemetryMaxSeries,
-				Logger:             g.logger(),
-			})
+			h, err := hub.New(ctx, cfg.Options(g.logger()))
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -152,27 +61,71 @@ device and token commands use (admin.crt/admin.key).`,
 			return h.Run(ctx)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVarP(&cfgFile, "config", "c", "", "YAML configuration file (keys mirror these flags, with _ for -)")
-	f.StringVar(&flags.Data, "data", "", "hub data folder (required)")
-	f.StringVar(&flags.API, "api", hub.DefaultAPIAddr, "HTTPS API listen address")
-	f.StringVar(&flags.MQTT, "mqtt", hub.DefaultMQTTAddr, "embedded MQTT broker listen address (TLS)")
-	f.StringVar(&flags.Registry, "registry", hub.DefaultRegistryAddr, `embedded OCI registry listen address ("off" to disable)`)
-	f.StringVar(&flags.Broker, "broker", "", "external MQTT broker, mqtts://host:port (replaces the embedded one)")
-	f.StringVar(&flags.BrokerSharedGroup, "broker-shared-group", "", "subscribe through MQTT shared subscriptions in this group (several hubs)")
-	f.StringVar(&flags.ExternalRegistry, "external-registry", "", "external OCI registry host[:port] models come from")
-	f.StringVar(&flags.AdvertiseAPI, "advertise-api", "", "API URL agents are told (default from --api)")
-	f.StringVar(&flags.AdvertiseMQTT, "advertise-mqtt", "", "MQTT URL agents are told (default from --mqtt or --broker)")
-	f.StringVar(&flags.AdvertiseRegistry, "advertise-registry", "", "registry host:port agents are told")
-	f.StringSliceVar(&flags.Hosts, "host", nil, "extra DNS names/IPs for the hub's server certificate")
-	f.DurationVar(&flags.DeviceCertValidity, "device-cert-validity", ca.DefaultDeviceValidity, "lifetime of device certificates")
-	f.StringVar(&flags.Metrics, "metrics", hub.DefaultMetricsAddr, `Prometheus /metrics listen address, plain HTTP ("off" to disable)`)
-	f.StringVar(&flags.Dashboard, "dashboard", hub.DefaultDashboardAddr, `web dashboard listen address, plain HTTP, read-only ("off" to disable)`)
-	f.IntVar(&flags.TelemetryWindow, "telemetry-window", telemetry.DefaultWindow, "telemetry snapshots kept per device for the API and dashboard")
-	f.IntVar(&flags.TelemetryMaxSeries, "telemetry-max-series", telemetry.DefaultMaxSeries, "device/model/version label sets on /metrics (the rest are summed under device=\"_overflow\")")
-	f.StringVar(&flags.QUIC, "quic", "", `telemetry QUIC listen address, UDP (default: the API's host and port; "off" to disable)`)
+	hf.register(cmd.Flags())
 	cmd.AddCommand(newHubTokenCmd(), newHubBrokerCertCmd())
 	return cmd
+}
+
+// hubFlags are the flags of `edgefleet hub`: a configuration file, the
+// same keys as flags, and --check-config.
+type hubFlags struct {
+	file  string
+	flags hub.Config
+	check bool
+}
+
+func (hf *hubFlags) register(f *pflag.FlagSet) {
+	f.StringVarP(&hf.file, "config", "c", "", "YAML configuration file (keys mirror these flags, with _ for -)")
+	f.StringVar(&hf.flags.Data, "data", "", "hub data folder (required)")
+	f.StringVar(&hf.flags.API, "api", hub.DefaultAPIAddr, "HTTPS API listen address")
+	f.StringVar(&hf.flags.MQTT, "mqtt", hub.DefaultMQTTAddr, "embedded MQTT broker listen address (TLS)")
+	f.StringVar(&hf.flags.Registry, "registry", hub.DefaultRegistryAddr, `embedded OCI registry listen address ("off" to disable; off by default with --external-registry)`)
+	f.StringVar(&hf.flags.Broker, "broker", "", "external MQTT broker, mqtts://host:port (replaces the embedded one)")
+	f.StringVar(&hf.flags.BrokerSharedGroup, "broker-shared-group", "", "subscribe through MQTT shared subscriptions in this group (several hubs)")
+	f.StringVar(&hf.flags.ExternalRegistry, "external-registry", "", "external OCI registry host[:port] models come from")
+	f.StringVar(&hf.flags.AdvertiseAPI, "advertise-api", "", "API URL agents are told (default from --api)")
+	f.StringVar(&hf.flags.AdvertiseMQTT, "advertise-mqtt", "", "MQTT URL agents are told (default from --mqtt or --broker)")
+	f.StringVar(&hf.flags.AdvertiseRegistry, "advertise-registry", "", "registry host:port agents are told")
+	f.StringSliceVar(&hf.flags.Hosts, "host", nil, "extra DNS names/IPs for the hub's server certificate")
+	f.DurationVar(&hf.flags.DeviceCertValidity, "device-cert-validity", ca.DefaultDeviceValidity, "lifetime of device certificates")
+	f.StringVar(&hf.flags.Metrics, "metrics", hub.DefaultMetricsAddr, `Prometheus /metrics listen address, plain HTTP ("off" to disable)`)
+	f.StringVar(&hf.flags.Dashboard, "dashboard", hub.DefaultDashboardAddr, `web dashboard listen address, plain HTTP, read-only ("off" to disable)`)
+	f.IntVar(&hf.flags.TelemetryWindow, "telemetry-window", telemetry.DefaultWindow, "telemetry snapshots kept per device for the API and dashboard")
+	f.IntVar(&hf.flags.TelemetryMaxSeries, "telemetry-max-series", telemetry.DefaultMaxSeries, "device/model/version label sets on /metrics (the rest are summed under device=\"_overflow\")")
+	f.StringVar(&hf.flags.QUIC, "quic", "", `telemetry QUIC listen address, UDP (default: the API's host and port; "off" to disable)`)
+	f.BoolVarP(&hf.check, "check-config", "t", false, "validate the configuration and exit")
+}
+
+// config reads the --config file (if any), lets the flags set on the
+// command line override it, and fills in the defaults: the same precedence
+// as the agent's.
+func (hf *hubFlags) config(fs *pflag.FlagSet) (hub.Config, error) {
+	var cfg hub.Config
+	if hf.file != "" {
+		var err error
+		if cfg, err = hub.LoadConfig(hf.file); err != nil {
+			return cfg, err
+		}
+	}
+	// Flags set on the command line override the file.
+	override(fs, "data", &cfg.Data, hf.flags.Data)
+	override(fs, "api", &cfg.API, hf.flags.API)
+	override(fs, "mqtt", &cfg.MQTT, hf.flags.MQTT)
+	override(fs, "registry", &cfg.Registry, hf.flags.Registry)
+	override(fs, "broker", &cfg.Broker, hf.flags.Broker)
+	override(fs, "broker-shared-group", &cfg.BrokerSharedGroup, hf.flags.BrokerSharedGroup)
+	override(fs, "external-registry", &cfg.ExternalRegistry, hf.flags.ExternalRegistry)
+	override(fs, "advertise-api", &cfg.AdvertiseAPI, hf.flags.AdvertiseAPI)
+	override(fs, "advertise-mqtt", &cfg.AdvertiseMQTT, hf.flags.AdvertiseMQTT)
+	override(fs, "advertise-registry", &cfg.AdvertiseRegistry, hf.flags.AdvertiseRegistry)
+	override(fs, "metrics", &cfg.Metrics, hf.flags.Metrics)
+	override(fs, "dashboard", &cfg.Dashboard, hf.flags.Dashboard)
+	override(fs, "quic", &cfg.QUIC, hf.flags.QUIC)
+	override(fs, "telemetry-window", &cfg.TelemetryWindow, hf.flags.TelemetryWindow)
+	override(fs, "telemetry-max-series", &cfg.TelemetryMaxSeries, hf.flags.TelemetryMaxSeries)
+	override(fs, "host", &cfg.Hosts, hf.flags.Hosts)
+	override(fs, "device-cert-validity", &cfg.DeviceCertValidity, hf.flags.DeviceCertValidity)
+	return cfg.WithDefaults(), nil
 }
 
 func orNone(s string) string {
@@ -223,7 +176,7 @@ fingerprint, so the agent checks it enrolls with this hub. It is shown once.`,
 			if err != nil {
 				return err
 			}
-			lm, err := parseLabels(labels)
+			lm, err := parseLabels("label", labels)
 			if err != nil {
 				return err
 			}
@@ -314,20 +267,4 @@ the hub's data folder (the CA files), also while the hub runs.`,
 	cmd.Flags().StringSliceVar(&hosts, "host", nil, "DNS name or IP agents use to reach the broker (repeatable, required)")
 	cmd.Flags().DurationVar(&validity, "validity", ca.DefaultServerValidity, "certificate lifetime")
 	return cmd
-}
-
-// parseLabels parses k=v pairs.
-func parseLabels(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	m := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("label %q: want key=value", kv)
-		}
-		m[k] = v
-	}
-	return m, nil
 }

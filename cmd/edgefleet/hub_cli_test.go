@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -18,7 +20,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
@@ -149,4 +153,64 @@ func enrollOverAPI(t *testing.T, base string, roots *x509.CertPool, token string
 		t.Fatalf("enroll: HTTP %d", resp.StatusCode)
 	}
 	return out
+}
+
+// TestHubFlagsOverFile: flags given on the command line win over the
+// file, unset flags leave it alone, and --check-config validates both.
+func TestHubFlagsOverFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	if err := os.WriteFile(file, []byte("data: /from/file\napi: 127.0.0.1:1\nexternal_registry: reg.example\nmetrics: \"off\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want func(c hub.Config) bool
+	}{
+		{"file only", nil, func(c hub.Config) bool {
+			return c.Data == "/from/file" && c.API == "127.0.0.1:1" && c.Registry == hub.Off && c.Metrics == hub.Off &&
+				c.MQTT == hub.DefaultMQTTAddr
+		}},
+		{"flags win", []string{"--api", "127.0.0.1:2", "--registry", "127.0.0.1:3", "--metrics", "127.0.0.1:4"}, func(c hub.Config) bool {
+			return c.Data == "/from/file" && c.API == "127.0.0.1:2" && c.Registry == "127.0.0.1:3" && c.Metrics == "127.0.0.1:4"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var hf hubFlags
+			fs := pflag.NewFlagSet("hub", pflag.ContinueOnError)
+			hf.register(fs)
+			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := hf.config(fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want(cfg) {
+				t.Errorf("configuration %+v", cfg)
+			}
+		})
+	}
+	// The flag behaves as the file: an external registry turns the
+	// embedded one off.
+	var hf hubFlags
+	fs := pflag.NewFlagSet("hub", pflag.ContinueOnError)
+	hf.register(fs)
+	if err := fs.Parse([]string{"--data", dir, "--external-registry", "reg.example"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := hf.config(fs); err != nil || cfg.Registry != hub.Off {
+		t.Errorf("--external-registry: registry %q (%v), want off", cfg.Registry, err)
+	}
+
+	out, err := runCmd(t, context.Background(), newHubCmd(&globalFlags{logLevel: "error"}), "--config", file, "--check-config")
+	if err != nil || !strings.Contains(out, "configuration OK") {
+		t.Fatalf("--check-config: %q, %v", out, err)
+	}
+	_, err = runCmd(t, context.Background(), newHubCmd(&globalFlags{logLevel: "error"}), "--config", file, "--api", "nohost", "--check-config")
+	if err == nil || !strings.Contains(err.Error(), "api:") {
+		t.Fatalf("--check-config with a bad --api: %v", err)
+	}
 }

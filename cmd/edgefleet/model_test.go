@@ -6,30 +6,15 @@ import (
 	"strings"
 	"testing"
 
-	"os"
-	"path/filepath"
-	goruntime "runtime"
-
 	"github.com/edgefleet/edgefleet/agent/runtime"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 )
 
-// repoRoot is the repository root, two folders up from this file.
-func repoRoot() string {
-	_, file, _, _ := goruntime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// initORT loads onnxruntime from .deps; missing, it skips (fails under CI).
+// initORT loads onnxruntime, skipping the test when the library is missing
+// (failing it under CI).
 func initORT(t *testing.T) {
 	t.Helper()
-	lib := filepath.Join(repoRoot(), ".deps", "onnxruntime", runtime.LibraryName)
-	if _, err := os.Stat(lib); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s missing: CI must run make deps", lib)
-		}
-		t.Skip("onnxruntime missing: run make deps")
-	}
-	if _, err := runtime.Init(lib); err != nil {
+	if _, err := runtime.Init(testenv.ORTLibrary(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -49,7 +34,7 @@ func run(t *testing.T, args ...string) (string, error) {
 func TestModelImportLsRm(t *testing.T) {
 	initORT(t)
 	data := t.TempDir()
-	cnn := repoRoot() + "/agent/testdata/digits/cnn.onnx"
+	cnn := testenv.RepoRoot() + "/agent/testdata/digits/cnn.onnx"
 	for i, want := range []string{"version 1", "version 2"} {
 		out, err := run(t, "model", "import", "--data", data, "--name", "digits-cnn", cnn)
 		if err != nil || !strings.Contains(out, want) {
@@ -74,7 +59,7 @@ func TestModelImportLsRm(t *testing.T) {
 		want string
 	}{
 		{[]string{"model", "import", "--data", data, "--name", "x", "/nonexistent.onnx"}, "no such file"},
-		{[]string{"model", "import", "--data", data, "--name", "x", repoRoot() + "/README.md"}, "not a model"},
+		{[]string{"model", "import", "--data", data, "--name", "x", testenv.RepoRoot() + "/README.md"}, "not a model"},
 		{[]string{"model", "import", "--data", data, cnn}, "--name is required"},
 		{[]string{"model", "import", "--data", data, "--name", "digits-cnn", "--version", "9", cnn}, "exists"},
 		{[]string{"model", "import", "--name", "x", cnn}, "exactly one of --data"},

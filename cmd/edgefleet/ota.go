@@ -172,11 +172,11 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref := args[len(args)-1]
-			var specs []variantSpec
+			var specs []ota.VariantSpec
 			for _, v := range variants {
-				sp, err := parseVariant(v, artifact.Precision(precision))
+				sp, err := ota.ParseVariantSpec(v, artifact.Precision(precision))
 				if err != nil {
-					return err
+					return fmt.Errorf("--%w", err)
 				}
 				specs = append(specs, sp)
 			}
@@ -184,7 +184,7 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 			if len(specs) == 0 {
 				file = args[0]
 			} else {
-				file = specs[0].file
+				file = specs[0].File
 			}
 			r, err := name.ParseReference(ref, name.StrictValidation)
 			if err != nil {
@@ -204,7 +204,7 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 			if err != nil {
 				return err
 			}
-			lbls, err := parsePushLabels(labels)
+			lbls, err := parseLabels("label", labels)
 			if err != nil {
 				return err
 			}
@@ -227,34 +227,14 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 					return err
 				}
 			}
-			build := func(file string, prec artifact.Precision, q *artifact.Quantization) (ota.Artifact, error) {
-				model, err := os.ReadFile(file)
-				if err != nil {
-					return ota.Artifact{}, err
-				}
+			describe := func(model []byte, prec artifact.Precision) (*artifact.Config, error) {
 				o := o
 				o.Precision = prec
-				cfg, err := update.Describe(model, o)
-				if err != nil {
-					return ota.Artifact{}, fmt.Errorf("%s: %w", file, err)
-				}
-				cfg.Quantization = q
-				art := ota.Artifact{Config: *cfg}
-				if art.Model, err = ota.OpenFile(file); err != nil {
-					return ota.Artifact{}, err
-				}
-				for _, f := range files {
-					of, err := ota.OpenFile(f)
-					if err != nil {
-						return ota.Artifact{}, err
-					}
-					art.Files = append(art.Files, of)
-				}
-				return art, nil
+				return update.Describe(model, o)
 			}
 			w := cmd.OutOrStdout()
 			if len(specs) == 0 {
-				art, err := build(file, artifact.Precision(precision), nil)
+				art, err := ota.Build(ota.VariantSpec{File: file, Precision: artifact.Precision(precision)}, files, describe)
 				if err != nil {
 					return err
 				}
@@ -265,11 +245,9 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 				fmt.Fprintf(w, "pushed %s version %s\n%s\n", art.Config.Name, art.Config.Version, d)
 				return nil
 			}
-			arts := make([]ota.Artifact, len(specs))
-			for i, sp := range specs {
-				if arts[i], err = build(sp.file, sp.precision, sp.quantization); err != nil {
-					return err
-				}
+			arts, err := ota.BuildVariants(specs, files, describe)
+			if err != nil {
+				return err
 			}
 			opts := reg.options(g, w)
 			d, err := ota.PushVariants(cmd.Context(), ref, arts, opts...)
@@ -302,45 +280,6 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 	f.Uint64Var(&seed, "seed", 1, "seed of generated golden inputs")
 	f.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library")
 	return cmd
-}
-
-// variantSpec is one --variant of model push.
-type variantSpec struct {
-	file         string
-	precision    artifact.Precision
-	quantization *artifact.Quantization
-}
-
-// parseVariant parses FILE, FILE:PRECISION or FILE:REPORT.json (a report
-// written by edgefleet quantize --report); def is the precision of a bare
-// FILE.
-func parseVariant(s string, def artifact.Precision) (variantSpec, error) {
-	sp := variantSpec{file: s, precision: def}
-	if i := strings.LastIndex(s, ":"); i > 0 {
-		file, spec := s[:i], s[i+1:]
-		switch {
-		case strings.HasSuffix(spec, ".json"):
-			b, err := os.ReadFile(spec)
-			if err != nil {
-				return sp, fmt.Errorf("--variant %q: %w", s, err)
-			}
-			var r quantizeResult
-			if err := json.Unmarshal(b, &r); err != nil || r.Precision == "" {
-				return sp, fmt.Errorf("--variant %q: %s is not a report written by edgefleet quantize --report (%v)", s, spec, err)
-			}
-			sp = variantSpec{file: file, precision: r.Precision, quantization: r.Quantization}
-		case artifact.CheckPrecision(artifact.Precision(spec)) == nil:
-			sp = variantSpec{file: file, precision: artifact.Precision(spec)}
-		default:
-			if _, err := os.Stat(s); err != nil { // a file name with a colon is fine
-				return sp, fmt.Errorf("--variant %q: %q is neither a precision (fp32, fp16, bf16, int8, uint8, mixed) nor a .json report", s, spec)
-			}
-		}
-	}
-	if err := artifact.CheckPrecision(sp.precision); err != nil {
-		return sp, fmt.Errorf("--variant %q: %w", s, err)
-	}
-	return sp, nil
 }
 
 // printVariants lists a variant index's entries.
@@ -381,21 +320,6 @@ func parseTolerance(s string) (artifact.Tolerance, error) {
 		return tol, fmt.Errorf("--tolerance %q: must not be negative", s)
 	}
 	return tol, nil
-}
-
-func parsePushLabels(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--label %q: want KEY=VALUE", kv)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 func newModelPullCmd(g *globalFlags) *cobra.Command {

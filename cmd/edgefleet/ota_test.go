@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -231,7 +233,7 @@ func TestOTACommandErrors(t *testing.T) {
 	}{
 		{"push without version", []string{"model", "push", otaFixture("scale2.onnx"), "localhost:1/m:latest"}, "--version is required"},
 		{"push bad tolerance", []string{"model", "push", "--version", "1", "--tolerance", "abs=x", otaFixture("scale2.onnx"), "localhost:1/m:1"}, "--tolerance"},
-		{"push bad label", []string{"model", "push", "--version", "1", "--label", "nokey", otaFixture("scale2.onnx"), "localhost:1/m:1"}, "KEY=VALUE"},
+		{"push bad label", []string{"model", "push", "--version", "1", "--label", "nokey", otaFixture("scale2.onnx"), "localhost:1/m:1"}, "want key=value"},
 		{"push bad reference", []string{"model", "push", otaFixture("scale2.onnx"), "Not A Ref"}, "reference"},
 		{"pull without destination", []string{"model", "pull", "localhost:1/m:1"}, "exactly one of --out"},
 		{"sign without key", []string{"model", "sign", "localhost:1/m:1"}, "--key is required"},

@@ -1,15 +1,13 @@
+//go:build !agentonly
+
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -31,6 +29,8 @@ func newQuantizeCmd(g *globalFlags) *cobra.Command {
   static       QDQ format, activations calibrated on --calib (minmax, percentile or entropy)
   fp16         float16 weights and operators, a block list kept in float32
   sensitivity  SQNR and cosine similarity of each quantized node against FP32
+  auto         try the recipes that fit, measure accuracy and latency here, keep the smallest within budget
+  convert      upgrade the default-domain opset (e.g. 9 -> 13), rewriting the operators that changed
 
 Datasets (--calib, --eval) are CSV files, one sample per row (a header row is
 detected; --label-column names the label; --scale multiplies the features), or
@@ -45,6 +45,8 @@ written and the command fails.`,
 		newQuantizeModeCmd(g, quantize.ModeStatic),
 		newQuantizeModeCmd(g, quantize.ModeFP16),
 		newQuantizeSensitivityCmd(g),
+		newQuantizeConvertCmd(g),
+		newQuantizeAutoCmd(g),
 	)
 	return cmd
 }
@@ -70,126 +72,19 @@ func (d *datasetFlags) register(cmd *cobra.Command) {
 }
 
 // read loads path as batches for model (and labels, when the CSV has a
-// label column).
+// label column); the flags only map to quantize.DatasetSpec.
 func (d *datasetFlags) read(path string, model []byte, needLabels bool) ([]quantize.Batch, []int, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", quantize.ErrDataset, err)
-	}
-	inputs, err := quantize.Inputs(model)
-	if err != nil {
-		return nil, nil, err
-	}
-	format := d.format
-	if format == "auto" {
-		format = "csv"
-		if st.IsDir() {
-			format = "pb"
+	spec := quantize.DatasetSpec{Format: d.format, Input: d.input, Scale: d.scale, LabelColumn: d.labelColumn, BatchSize: d.batchSize}
+	if d.shape != "" {
+		var err error
+		if spec.Shape, err = quantize.ParseShape(d.shape); err != nil {
+			return nil, nil, fmt.Errorf("--shape: %w", err)
 		}
 	}
-	switch format {
-	case "pb":
-		if needLabels {
-			return nil, nil, fmt.Errorf("%w: %s: --eval needs labels, which only a CSV dataset has", quantize.ErrDataset, path)
-		}
-		names := make([]string, len(inputs))
-		for i, in := range inputs {
-			names[i] = in.Name
-		}
-		b, err := quantize.ReadTensorDir(path, names)
-		return b, nil, err
-	case "csv":
-	default:
-		return nil, nil, fmt.Errorf("%w: --calib-format %q (want csv, pb or auto)", quantize.ErrInvalidOptions, d.format)
-	}
-	if needLabels && d.labelColumn < 0 {
+	if needLabels && d.labelColumn < 0 && d.format != "pb" {
 		return nil, nil, fmt.Errorf("%w: --eval needs --label-column (the CSV column holding the class index)", quantize.ErrInvalidOptions)
 	}
-	in, err := d.pickInput(inputs)
-	if err != nil {
-		return nil, nil, err
-	}
-	shape, err := d.sampleShape(in)
-	if err != nil {
-		return nil, nil, err
-	}
-	header, err := csvHasHeader(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	return quantize.ReadCSVFile(path, quantize.CSVFormat{
-		Input: in.Name, Shape: shape, Scale: d.scale, LabelColumn: d.labelColumn, Header: header, BatchSize: d.batchSize,
-	})
-}
-
-func (d *datasetFlags) pickInput(inputs []quantize.Input) (quantize.Input, error) {
-	if d.input != "" {
-		for _, in := range inputs {
-			if in.Name == d.input {
-				return in, nil
-			}
-		}
-		return quantize.Input{}, fmt.Errorf("%w: --input %q: the model's inputs are %s", quantize.ErrInvalidOptions, d.input, inputNames(inputs))
-	}
-	if len(inputs) != 1 {
-		return quantize.Input{}, fmt.Errorf("%w: a CSV dataset feeds one input and the model has %d (%s): use a pb dataset folder",
-			quantize.ErrInvalidOptions, len(inputs), inputNames(inputs))
-	}
-	return inputs[0], nil
-}
-
-func (d *datasetFlags) sampleShape(in quantize.Input) ([]int64, error) {
-	if d.shape != "" {
-		var shape []int64
-		for _, s := range strings.FieldsFunc(d.shape, func(r rune) bool { return r == 'x' || r == ',' }) {
-			v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-			if err != nil || v <= 0 {
-				return nil, fmt.Errorf("%w: --shape %q: dimensions must be positive integers, e.g. 1x8x8", quantize.ErrInvalidOptions, d.shape)
-			}
-			shape = append(shape, v)
-		}
-		if len(shape) == 0 {
-			return nil, fmt.Errorf("%w: --shape %q is empty", quantize.ErrInvalidOptions, d.shape)
-		}
-		return shape, nil
-	}
-	if len(in.Shape) < 2 {
-		return nil, fmt.Errorf("%w: input %q has shape %v: give --shape (one sample's shape without the batch dimension)", quantize.ErrInvalidOptions, in.Name, in.Shape)
-	}
-	for _, v := range in.Shape[1:] {
-		if v < 0 {
-			return nil, fmt.Errorf("%w: input %q has dynamic dimensions %v: give --shape", quantize.ErrInvalidOptions, in.Name, in.Shape)
-		}
-	}
-	return in.Shape[1:], nil
-}
-
-func inputNames(inputs []quantize.Input) string {
-	names := make([]string, len(inputs))
-	for i, in := range inputs {
-		names[i] = in.Name
-	}
-	return strings.Join(names, ", ")
-}
-
-// csvHasHeader reports whether the first row of a CSV file holds a field
-// that is not a number.
-func csvHasHeader(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", quantize.ErrDataset, err)
-	}
-	defer f.Close()
-	line, err := bufio.NewReader(f).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false, fmt.Errorf("%w: %s: %w", quantize.ErrDataset, path, err)
-	}
-	for _, field := range strings.Split(strings.TrimSpace(line), ",") {
-		if _, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(field), `"`), 64); err != nil {
-			return true, nil
-		}
-	}
-	return false, nil
+	return quantize.LoadDataset(path, model, spec, needLabels)
 }
 
 // quantizeFlags are the flags of `quantize dynamic|static|fp16`.
@@ -198,6 +93,7 @@ type quantizeFlags struct {
 	weightType, activationType                     string
 	excludeNodes, excludeOps, includeOps, fp16Keep []string
 	perTensor, perChannel, strip, fp16IO           bool
+	fold, convOnly                                 bool
 	percentile                                     float64
 	data                                           datasetFlags
 	eval, metric, evalOutput                       string
@@ -218,6 +114,8 @@ func (f *quantizeFlags) options(g *globalFlags, in string) (quantize.Options, er
 		ExternalDataDir:   filepath.Dir(in),
 		FP16Block:         f.fp16Keep,
 		FP16IO:            f.fp16IO,
+		Fold:              f.fold,
+		ConvOnly:          f.convOnly,
 		Logger:            g.logger(),
 	}
 	var err error
@@ -303,6 +201,8 @@ func newQuantizeModeCmd(g *globalFlags, mode quantize.Mode) *cobra.Command {
 		fl.StringVar(&f.activationType, "activation-type", "int8", "activation type: int8 or uint8")
 		fl.StringVar(&f.method, "method", "minmax", "calibration method: minmax, percentile or entropy")
 		fl.Float64Var(&f.percentile, "percentile", 99.999, "percentile kept by --method percentile")
+		fl.BoolVar(&f.fold, "fold", false, "rewrite hard-swish (x*Clip(x+3,0,6)/6) to x*HardSigmoid(x) before quantizing: fewer float ops between Convs")
+		fl.BoolVar(&f.convOnly, "conv-only", false, "quantize only Conv/MatMul/Gemm and the 8-bit data movers; element-wise Add/Mul/Concat stay float (faster in onnxruntime)")
 		fl.StringSliceVar(&f.includeOps, "include-op-types", nil, "operator types kept in float by default to quantize too (Softmax, LayerNormalization, ...)")
 	} else {
 		f.activationType, f.method = "int8", "minmax"
@@ -548,6 +448,189 @@ node of a quantizable operator type is measured.`,
 	fl.StringVar(&calib, "calib", "", "dataset the models run on (required)")
 	fl.StringVar(&report, "report", "", "JSON report of the quantization (--report of quantize dynamic|static): measure its quantized nodes only")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
+	data.register(cmd)
+	return cmd
+}
+
+func newQuantizeConvertCmd(g *globalFlags) *cobra.Command {
+	var (
+		out, ortLib string
+		target      int64
+	)
+	cmd := &cobra.Command{
+		Use:   "convert IN.onnx -o OUT.onnx --opset 13",
+		Short: "Upgrade a model's default-domain opset, rewriting the operators that changed",
+		Long: `Convert the model's default-domain operator set to --opset, as ONNX's version
+converter does: Slice's attributes become inputs, Upsample becomes Resize with
+opset 10's coordinates spelled out, Clip/Pad/Squeeze/Unsqueeze/Split/ReduceX
+attributes become inputs, Softmax keeps its pre-13 meaning, ... An operator the
+converter cannot rewrite is named in the error and nothing is written. Static
+quantization does this itself when the model's opset is below 13.`,
+		Example: "  edgefleet quantize convert .deps/models/ch_PP-OCRv4_rec_infer.onnx -o rec.op13.onnx --opset 13",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("-o OUT.onnx is required")
+			}
+			model, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			// onnxruntime, when present, types Clip/Pad bounds and ranks Softmax inputs.
+			if err := quantize.InitRuntime(ortLib); err != nil {
+				g.logger().Warn("onnxruntime unavailable: value types and ranks come from the model's value infos", "err", err)
+			}
+			conv, rep, err := quantize.Convert(cmd.Context(), model, target, quantize.Options{ExternalDataDir: filepath.Dir(args[0])})
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if err := writeFileAtomic(out, conv); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s: %v\n", args[0], out, rep)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&out, "output", "o", "", "output model file (required)")
+	fl.Int64Var(&target, "opset", quantize.StaticOpset, "target default-domain opset")
+	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
+	return cmd
+}
+
+// autoResult is what `quantize auto --report` writes: the recipe search and
+// the artifact config fields of the chosen model, in the same shape as the
+// other quantize reports (ota push --variant reads precision and
+// quantization).
+type autoResult struct {
+	Report       *quantize.Report       `json:"report,omitempty"`
+	Auto         *quantize.AutoResult   `json:"auto"`
+	Precision    artifact.Precision     `json:"precision,omitempty"`
+	Quantization *artifact.Quantization `json:"quantization,omitempty"`
+}
+
+func newQuantizeAutoCmd(g *globalFlags) *cobra.Command {
+	var (
+		out, calib, eval, report, ortLib, metric string
+		maxDrop, maxLatency                      float64
+		recipes                                  []string
+		rounds                                   int
+		data                                     datasetFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "auto IN.onnx -o OUT.onnx --calib DATASET --eval DATASET --max-drop 0.01",
+		Short: "Try the quantization recipes that fit; keep the smallest model within the accuracy and latency budgets",
+		Long: `Try static QDQ (per-channel, each calibration method, with and without the
+element-wise operators quantized), dynamic INT8, FP16 and static with the most
+sensitive nodes in float; evaluate each on --eval, time each against FP32 on
+this machine (interleaved rounds, one request from --eval, one onnxruntime
+thread), and write the smallest model whose metric loss is at most --max-drop
+and whose latency is at most --max-latency × FP32. If none fits, nothing is
+written and the error says which constraint each recipe missed and by how much.
+The table (and --report JSON, whose quantization field goes into the artifact
+config like the other quantize reports) lists every recipe.`,
+		Example: "  edgefleet quantize auto agent/testdata/digits/cnn.onnx -o cnn.auto.onnx \\\n" +
+			"    --calib agent/testdata/digits/calib.csv --eval agent/testdata/digits/test.csv \\\n" +
+			"    --label-column 0 --scale 0.0625 --max-drop 0.01",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" || eval == "" {
+				return fmt.Errorf("%w: -o OUT.onnx and --eval DATASET are required", quantize.ErrInvalidOptions)
+			}
+			if metric != "accuracy" {
+				return fmt.Errorf("%w: --metric %q: the CLI has accuracy (top-1 classification); other metrics take an Evaluator in the Go API (quantize.Auto)", quantize.ErrInvalidOptions, metric)
+			}
+			model, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := quantize.Inputs(model); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if err := quantize.InitRuntime(ortLib); err != nil {
+				return err
+			}
+			var calibSet []quantize.Batch
+			if calib != "" {
+				if calibSet, _, err = data.read(calib, model, false); err != nil {
+					return fmt.Errorf("--calib: %w", err)
+				}
+			}
+			evalSet, labels, err := data.read(eval, model, true)
+			if err != nil {
+				return fmt.Errorf("--eval: %w", err)
+			}
+			one := data
+			one.batchSize = 1
+			reqs, _, err := one.read(eval, model, true)
+			if err != nil {
+				return fmt.Errorf("--eval: %w", err)
+			}
+			outs, err := quantize.Outputs(model)
+			if err != nil {
+				return err
+			}
+			ao := quantize.AutoOptions{
+				Evaluate: quantize.Classification(evalSet, labels, outs[0]), MaxDrop: maxDrop, MaxLatency: maxLatency,
+				Calibration: calibSet, Request: reqs[0], Rounds: rounds,
+			}
+			if len(recipes) > 0 {
+				byName := map[string]quantize.Recipe{}
+				var names []string
+				for _, r := range quantize.DefaultRecipes() {
+					byName[r.Name] = r
+					names = append(names, r.Name)
+				}
+				for _, n := range recipes {
+					r, ok := byName[n]
+					if !ok {
+						return fmt.Errorf("%w: --recipes: unknown recipe %q (have %s)", quantize.ErrInvalidOptions, n, strings.Join(names, ", "))
+					}
+					ao.Recipes = append(ao.Recipes, r)
+				}
+			}
+			opts := quantize.Options{ExternalDataDir: filepath.Dir(args[0]), Logger: g.logger()}
+			res, autoErr := quantize.Auto(cmd.Context(), model, opts, ao)
+			if res == nil {
+				return fmt.Errorf("%s: %w", args[0], autoErr)
+			}
+			if err := res.WriteTable(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			r := autoResult{Report: res.Report, Auto: res, Quantization: res.ArtifactQuantization(metric)}
+			if res.Report != nil {
+				r.Precision = res.Report.ArtifactPrecision()
+			}
+			if report != "" {
+				b, err := json.MarshalIndent(r, "", "  ")
+				if err != nil {
+					return err
+				}
+				if err := writeFileAtomic(report, append(b, '\n')); err != nil {
+					return err
+				}
+			}
+			if autoErr != nil {
+				return fmt.Errorf("%s: %w", args[0], autoErr)
+			}
+			if err := writeFileAtomic(out, res.Model); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "chose %s: %s -> %s\n", res.Chosen, args[0], out)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&out, "output", "o", "", "output model file (required)")
+	fl.StringVar(&calib, "calib", "", "calibration dataset (static recipes are skipped without it)")
+	fl.StringVar(&eval, "eval", "", "evaluation dataset, CSV with labels (required)")
+	fl.StringVar(&metric, "metric", "accuracy", "evaluation metric: accuracy (top-1 classification)")
+	fl.Float64Var(&maxDrop, "max-drop", 0.01, "largest acceptable metric loss (0.01 = one point of accuracy)")
+	fl.Float64Var(&maxLatency, "max-latency", 1, "largest acceptable latency as a fraction of FP32's (1 = at least as fast)")
+	fl.StringSliceVar(&recipes, "recipes", nil, "recipes to try (default all: static-minmax, static-percentile, static-entropy, static-minmax-all-ops, dynamic, fp16, static-mixed)")
+	fl.IntVar(&rounds, "rounds", 5, "interleaved timing rounds")
+	fl.StringVar(&report, "report", "", "write the JSON report (recipes, chosen model's artifact precision/quantization) to this file")
 	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
 	data.register(cmd)
 	return cmd

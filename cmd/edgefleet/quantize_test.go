@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota/artifact"
 	"github.com/edgefleet/edgefleet/quantize"
 	"github.com/edgefleet/edgefleet/quantize/onnxpb"
@@ -20,15 +23,12 @@ import (
 
 const digitsDir = "../../agent/testdata/digits"
 
-// needQuantizeRuntime initialises onnxruntime or skips when the library is
-// missing and CI is unset.
+// needQuantizeRuntime initialises onnxruntime, skipping the test when the
+// library is missing (failing it under CI).
 func needQuantizeRuntime(t *testing.T) {
 	t.Helper()
-	if err := quantize.InitRuntime(""); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("onnxruntime unavailable: %v", err)
-		}
-		t.Fatalf("onnxruntime unavailable under CI: %v", err)
+	if err := quantize.InitRuntime(testenv.ORTLibrary(t)); err != nil {
+		t.Fatalf("onnxruntime: %v", err)
 	}
 }
 
@@ -282,4 +282,90 @@ func TestQuantizeCommandBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestQuantizeConvertCLI converts PaddleOCR's opset-9 direction classifier
+// to opset 13 and checks the refusal of a target the converter lacks.
+func TestQuantizeConvertCLI(t *testing.T) {
+	needQuantizeRuntime(t)
+	in := filepath.Join("..", "..", ".deps", "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+	if _, err := os.Stat(in); err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("%v (run make deps)", err)
+		}
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "cls.op13.onnx")
+	stdout, err := execQuantize(t, "convert", in, "-o", out, "--opset", "13")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "from 9 to 13") || !strings.Contains(stdout, "Slice@10") {
+		t.Errorf("output %q does not report the conversion", stdout)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+	if v := m.GetOpsetImport()[0].GetVersion(); v != 13 {
+		t.Errorf("written model imports opset %d, want 13", v)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.onnx")
+	if _, err := execQuantize(t, "convert", in, "-o", bad, "--opset", "40"); !errors.Is(err, quantize.ErrUnsupported) {
+		t.Errorf("opset 40: err = %v, want ErrUnsupported", err)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Errorf("a refused conversion wrote %s", bad)
+	}
+}
+
+// TestQuantizeAutoCLI runs `quantize auto` on the digits CNN: with a loose
+// latency budget it writes the chosen model and a report whose
+// quantization field an artifact config takes; with an impossible one it
+// writes no model and names the missed constraint.
+func TestQuantizeAutoCLI(t *testing.T) {
+	needQuantizeRuntime(t)
+	dir := t.TempDir()
+	cnn := filepath.Join(digitsDir, "cnn.onnx")
+	common := []string{"--calib", filepath.Join(digitsDir, "calib.csv"), "--eval", filepath.Join(digitsDir, "test.csv"),
+		"--label-column", "0", "--scale", "0.0625", "--rounds", "1", "--recipes", "static-minmax,dynamic"}
+	out, rep := filepath.Join(dir, "cnn.auto.onnx"), filepath.Join(dir, "auto.json")
+	stdout, err := execQuantize(t, append([]string{"auto", cnn, "-o", out, "--report", rep, "--max-latency", "1000"}, common...)...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if !strings.Contains(stdout, "chose dynamic") || !strings.Contains(stdout, "static-minmax") {
+		t.Errorf("output does not show the recipes and the smallest choice:\n%s", stdout)
+	}
+	if acc := digitsAccuracy(t, mustRead(t, out)); acc < 0.97 {
+		t.Errorf("chosen model accuracy %.4f", acc)
+	}
+	var r struct {
+		Precision    artifact.Precision     `json:"precision"`
+		Quantization *artifact.Quantization `json:"quantization"`
+	}
+	if err := json.Unmarshal(mustRead(t, rep), &r); err != nil || r.Quantization == nil || r.Quantization.Method != "dynamic" || r.Quantization.Metrics["latencyRatio"] <= 0 {
+		t.Errorf("report precision %q quantization %+v (%v)", r.Precision, r.Quantization, err)
+	}
+	none := filepath.Join(dir, "none.onnx")
+	_, err = execQuantize(t, append([]string{"auto", cnn, "-o", none, "--max-latency", "0.000001"}, common...)...)
+	if !errors.Is(err, quantize.ErrNoRecipeFits) || !strings.Contains(err.Error(), "latency") {
+		t.Errorf("impossible budget: err = %v", err)
+	}
+	if _, err := os.Stat(none); !os.IsNotExist(err) {
+		t.Errorf("a failed search wrote %s", none)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

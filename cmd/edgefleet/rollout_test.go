@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -8,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
+	"github.com/edgefleet/edgefleet/hub/hubtest"
 	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
@@ -22,17 +26,11 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 	data := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h, err := hub.New(ctx, hub.Options{DataDir: data, APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", RegistryAddr: "127.0.0.1:0",
-		RolloutTick: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hubDone := make(chan error, 1)
-	go func() { hubDone <- h.Run(ctx) }()
+	h := hubtest.Start(t, hub.Options{DataDir: data, RegistryAddr: "127.0.0.1:0", RolloutTick: 20 * time.Millisecond})
 	simCtx, stopSim := context.WithCancel(ctx)
 	simDone := make(chan error, 1)
 	go func() {
-		_, err := runCmd(t, simCtx, newAgentCmd(g), "simulate", "--hub-data", data, "--count", "5", "--id-prefix", "cli-",
+		_, err := runCmd(t, simCtx, newAgentSimulateCmd(g), "--hub-data", data, "--count", "5", "--id-prefix", "cli-",
 			"--labels", "site=lab", "--heartbeat", "1s", "--report-interval", "100ms")
 		simDone <- err
 	}()
@@ -41,18 +39,14 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 		if err := <-simDone; err != nil {
 			t.Errorf("agent simulate: %v", err)
 		}
-		cancel()
-		if err := <-hubDone; err != nil {
-			t.Errorf("hub: %v", err)
-		}
+		h.Stop()
 	}()
 	base, cfg, err := api.AdminCredentials(data, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := api.NewClient(base, cfg)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, "5 simulated devices online", 30*time.Second, func() bool {
 		devs, err := c.Devices(ctx, "site=lab")
 		online := 0
 		for _, d := range devs {
@@ -60,14 +54,8 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 				online++
 			}
 		}
-		if err == nil && online == 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("simulated devices not online: %d, %v", online, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && online == 5
+	})
 
 	push := func(v string) string {
 		spec := []artifact.TensorSpec{{Name: "x", Datatype: "FP32", Shape: []int64{-1, 4}}}

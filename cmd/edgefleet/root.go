@@ -9,10 +9,6 @@ import (
 	"github.com/edgefleet/edgefleet/agent"
 )
 
-// extraCommands are subcommands that register themselves from files a build
-// tag may leave out (sidecar.go: //go:build !agentonly).
-var extraCommands []func(*globalFlags) *cobra.Command
-
 type globalFlags struct {
 	logLevel  string
 	logFormat string
@@ -29,10 +25,10 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newAgentCmd(g), newModelCmd(g), newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g), newQuantizeCmd(g))
-	for _, c := range extraCommands {
-		root.AddCommand(c(g))
-	}
+	root.SetVersionTemplate("edgefleet version {{.Version}} (" + flavor + ")\n")
+	agentCmd := newAgentCmd(g)
+	root.AddCommand(agentCmd, newModelCmd(g))
+	addFullCommands(root, agentCmd, g)
 	return root
 }
 

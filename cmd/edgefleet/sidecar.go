@@ -22,8 +22,6 @@ import (
 	"github.com/edgefleet/edgefleet/sidecar"
 )
 
-func init() { extraCommands = append(extraCommands, newSidecarCmd) }
-
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sidecar",

@@ -1,3 +1,5 @@
+//go:build !agentonly
+
 package main
 
 import (
@@ -46,7 +48,7 @@ addresses with --local-addrs when ephemeral ports run short.`,
 			if count <= 0 {
 				return errors.New("--count must be positive")
 			}
-			lbl, err := parseLabels(labels)
+			lbl, err := parseLabels("labels", labels)
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# fetch.sh DEST — fetch the npm-registry files listed in npm.lock into DEST,
-# verifying each tarball's sha256. Files already present are kept.
+# fetch.sh DEST [LOCK] — fetch the npm-registry files listed in LOCK (default
+# npm.lock beside this script) into DEST, verifying each tarball's sha256.
+# Files already present are kept.
 set -euo pipefail
-dest=${1:?usage: fetch.sh DEST}
-lock="$(dirname "$0")/npm.lock"
+dest=${1:?usage: fetch.sh DEST [LOCK]}
+lock=${2:-"$(dirname "$0")/npm.lock"}
 command -v npm >/dev/null || { echo "fetch.sh: npm is required (apt-get install -y npm)" >&2; exit 1; }
 mkdir -p "$dest/tgz"
 grep -vE '^\s*(#|$)' "$lock" | while read -r spec sum member out; do

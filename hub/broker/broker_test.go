@@ -14,9 +14,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/broker"
 	"github.com/edgefleet/edgefleet/hub/ca"
-	"github.com/edgefleet/edgefleet/hub/internal/mosquittotest"
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
@@ -36,7 +36,7 @@ type env struct {
 	hub  bus
 	// embedded is set for the embedded broker.
 	embedded *broker.Embedded
-	mosq     *mosquittotest.Broker
+	mosq     *testenv.Mosquitto
 }
 
 func newRegistry(t *testing.T) *registry.Registry {
@@ -81,12 +81,12 @@ func newEmbedded(t *testing.T) *env {
 
 func newMosquitto(t *testing.T) *env {
 	t.Helper()
-	mosquittotest.Require(t)
+	testenv.RequireMosquitto(t)
 	c, err := ca.New("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mosquittotest.Start(t, c, nil)
+	m := testenv.StartMosquitto(t, c, nil)
 	hubCert, err := c.IssueClient(ca.HubIdentity, time.Hour)
 	if err != nil {
 		t.Fatal(err)

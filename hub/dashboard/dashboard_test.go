@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/dashboard"
 	"github.com/edgefleet/edgefleet/hub/enroll"
+	"github.com/edgefleet/edgefleet/hub/hubtest"
 	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
@@ -77,21 +79,8 @@ func behavior(d *fleetsim.Device, name string, want wire.DesiredModel, cur wire.
 func startEnv(t *testing.T) *env {
 	t.Helper()
 	ck := &clock{t: time.Now()}
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, hub.Options{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
-		RegistryAddr: "127.0.0.1:0", DashboardAddr: "127.0.0.1:0", RolloutClock: ck.Now, RolloutTick: 20 * time.Millisecond})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	})
+	h := hubtest.Start(t, hub.Options{RegistryAddr: "127.0.0.1:0", DashboardAddr: "127.0.0.1:0",
+		RolloutClock: ck.Now, RolloutTick: 20 * time.Millisecond}).Hub
 	if h.DashboardURL() == "" {
 		t.Fatal("no dashboard URL")
 	}
@@ -129,7 +118,7 @@ func startEnv(t *testing.T) *env {
 	e.halted = e.rollout(t, rollout.Spec{Model: "vad", Ref: push(t, h, "vad", "2"), Waves: []float64{50, 100}, Bake: -1}, rollout.StateRolledBack)
 	e.canary = e.rollout(t, rollout.Spec{Model: "digits", Ref: push(t, h, "digits", "2"), Selector: "tier=edge",
 		Waves: []float64{20, 60, 100}, Bake: rollout.Duration(10 * time.Minute)}, rollout.StateRunning)
-	waitFor(t, "the canary's first wave to settle", func() bool {
+	testenv.Eventually(t, "the canary's first wave to settle", 30*time.Second, func() bool {
 		st, err := h.Rollouts().Get(context.Background(), e.canary.ID, false)
 		e.canary = st
 		return err == nil && !st.Settled.IsZero() && st.Counts.Updated == 1
@@ -148,7 +137,7 @@ func startEnv(t *testing.T) *env {
 	}
 	// The last device goes offline.
 	f.Devices()[fleetSize-1].GoOffline()
-	waitFor(t, "a device offline", func() bool {
+	testenv.Eventually(t, "a device offline", 30*time.Second, func() bool {
 		d, err := h.Registry().Get(context.Background(), f.Devices()[fleetSize-1].ID)
 		return err == nil && !d.IsOnline(time.Now())
 	})
@@ -199,7 +188,7 @@ func (e *env) rollout(t *testing.T, spec rollout.Spec, state string) rollout.Sta
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, fmt.Sprintf("rollout of %s %s", spec.Model, state), func() bool {
+	testenv.Eventually(t, fmt.Sprintf("rollout of %s %s", spec.Model, state), 30*time.Second, func() bool {
 		st, err = e.Rollouts().Get(context.Background(), st.ID, false)
 		if err != nil {
 			t.Fatal(err)
@@ -224,17 +213,6 @@ func push(t *testing.T, h *hub.Hub, model, v string) string {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	return ref
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func getJSON(t *testing.T, u string, v any) int {

@@ -68,12 +68,20 @@ type Endpoints struct {
 	Registry string
 }
 
+// TokenStore redeems bootstrap tokens; *Tokens implements it (and so does
+// the PostgreSQL store of cluster mode).
+type TokenStore interface {
+	Peek(ctx context.Context, secret string) (Token, error)
+	Redeem(ctx context.Context, secret, device string) (Token, error)
+	Release(ctx context.Context, secret string) error
+}
+
 // Service enrolls devices. Set every field except the optional ones before
 // use; it is safe for concurrent use after that.
 type Service struct {
 	CA        Signer
 	Registry  Registrar
-	Tokens    *Tokens
+	Tokens    TokenStore
 	Endpoints func() Endpoints
 	// Validity of device certificates; 0 means ca.DefaultDeviceValidity.
 	Validity time.Duration
@@ -147,7 +155,7 @@ func (s *Service) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Enro
 		Replace:      tok.DeviceID == id,
 	})
 	if err != nil {
-		if rerr := s.Tokens.release(secret); rerr != nil {
+		if rerr := s.Tokens.Release(context.WithoutCancel(ctx), secret); rerr != nil {
 			s.log().Error("enroll: release token after a refused enrollment", "token", tok.ID, "err", rerr)
 		}
 		return wire.EnrollResponse{}, err

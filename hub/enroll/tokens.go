@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -25,10 +26,15 @@ var (
 	ErrTokenExpired = errors.New("bootstrap token expired")
 )
 
+// HashSecret is the key a token is stored under: the SHA-256 of its
+// secret, in hex. Token stores never keep the secret itself.
+func HashSecret(secret string) string { return hashSecret(secret) }
+
 // DefaultTokenTTL is how long a token stays valid unless told otherwise.
 const DefaultTokenTTL = 24 * time.Hour
 
-var bucketTokens = []byte("enroll_tokens")
+// bucketTokens is enroll.tokens in the hub's file (package hubdb).
+var bucketTokens = hubdb.EnrollTokens
 
 // Token is a bootstrap token's stored record. The secret itself is never
 // stored, only its SHA-256.
@@ -81,25 +87,10 @@ func (t *Tokens) Create(ctx context.Context, opts TokenOptions) (string, Token, 
 	if err := ctx.Err(); err != nil {
 		return "", Token{}, err
 	}
-	if opts.DeviceID != "" {
-		if err := wire.ValidateDeviceID(opts.DeviceID); err != nil {
-			return "", Token{}, err
-		}
+	secret, key, tok, err := NewToken(opts, t.now())
+	if err != nil {
+		return "", Token{}, err
 	}
-	if opts.TTL < 0 {
-		return "", Token{}, fmt.Errorf("enroll: negative token TTL %v: %w", opts.TTL, wire.ErrInvalid)
-	}
-	if opts.TTL == 0 {
-		opts.TTL = DefaultTokenTTL
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", Token{}, fmt.Errorf("enroll: %w", err)
-	}
-	secret := base64.RawURLEncoding.EncodeToString(raw[:])
-	key := hashSecret(secret)
-	now := t.now().UTC()
-	tok := Token{ID: key[:12], Created: now, Expires: now.Add(opts.TTL), DeviceID: opts.DeviceID, Labels: maps.Clone(opts.Labels)}
 	b, err := json.Marshal(tok)
 	if err != nil {
 		return "", Token{}, err
@@ -110,6 +101,49 @@ func (t *Tokens) Create(ctx context.Context, opts TokenOptions) (string, Token, 
 		return "", Token{}, fmt.Errorf("enroll: %w", err)
 	}
 	return secret, tok, nil
+}
+
+// NewToken checks opts and makes a token: its secret (shown once), the key
+// a store keeps it under (HashSecret of the secret) and its record. Token
+// stores share it.
+func NewToken(opts TokenOptions, now time.Time) (secret, key string, tok Token, err error) {
+	if opts.DeviceID != "" {
+		if err := wire.ValidateDeviceID(opts.DeviceID); err != nil {
+			return "", "", Token{}, err
+		}
+	}
+	if opts.TTL < 0 {
+		return "", "", Token{}, fmt.Errorf("enroll: negative token TTL %v: %w", opts.TTL, wire.ErrInvalid)
+	}
+	if opts.TTL == 0 {
+		opts.TTL = DefaultTokenTTL
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", Token{}, fmt.Errorf("enroll: %w", err)
+	}
+	secret = base64.RawURLEncoding.EncodeToString(raw[:])
+	key = hashSecret(secret)
+	now = now.UTC()
+	tok = Token{ID: key[:12], Created: now, Expires: now.Add(opts.TTL), DeviceID: opts.DeviceID, Labels: maps.Clone(opts.Labels)}
+	return secret, key, tok, nil
+}
+
+// Usable is nil when the token can be redeemed at now, else ErrTokenUsed
+// or ErrTokenExpired.
+func (tok Token) Usable(now time.Time) error {
+	if tok.Used {
+		return ErrTokenUsed
+	}
+	if !now.Before(tok.Expires) {
+		return ErrTokenExpired
+	}
+	return nil
+}
+
+// Prunable reports whether Prune(cutoff) deletes the token.
+func (tok Token) Prunable(cutoff time.Time) bool {
+	return tok.Expires.Before(cutoff) || (tok.Used && tok.UsedAt.Before(cutoff))
 }
 
 // Redeem marks a token used by device and returns its record. It fails
@@ -126,12 +160,9 @@ func (t *Tokens) Redeem(ctx context.Context, secret, device string) (Token, erro
 		if tok, err = get(tx, key); err != nil {
 			return err
 		}
-		if tok.Used {
-			return ErrTokenUsed
-		}
 		now := t.now().UTC()
-		if !now.Before(tok.Expires) {
-			return ErrTokenExpired
+		if err := tok.Usable(now); err != nil {
+			return err
 		}
 		tok.Used, tok.UsedAt, tok.UsedBy = true, now, device
 		return put(tx, key, tok)
@@ -154,13 +185,7 @@ func (t *Tokens) Peek(ctx context.Context, secret string) (Token, error) {
 		if tok, err = get(tx, []byte(hashSecret(secret))); err != nil {
 			return err
 		}
-		if tok.Used {
-			return ErrTokenUsed
-		}
-		if !t.now().Before(tok.Expires) {
-			return ErrTokenExpired
-		}
-		return nil
+		return tok.Usable(t.now())
 	})
 	if err != nil {
 		return Token{}, fmt.Errorf("enroll: token: %w", err)
@@ -168,9 +193,12 @@ func (t *Tokens) Peek(ctx context.Context, secret string) (Token, error) {
 	return tok, nil
 }
 
-// release undoes a redemption whose enrollment failed afterwards, so the
+// Release undoes a redemption whose enrollment failed afterwards, so the
 // token is not burned by a refused request.
-func (t *Tokens) release(secret string) error {
+func (t *Tokens) Release(ctx context.Context, secret string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	key := []byte(hashSecret(secret))
 	return t.db.Update(func(tx *bolt.Tx) error {
 		tok, err := get(tx, key)
@@ -214,7 +242,7 @@ func (t *Tokens) Prune(ctx context.Context, cutoff time.Time) (int, error) {
 			if err := json.Unmarshal(v, &tok); err != nil {
 				return err
 			}
-			if tok.Expires.Before(cutoff) || (tok.Used && tok.UsedAt.Before(cutoff)) {
+			if tok.Prunable(cutoff) {
 				if err := c.Delete(); err != nil {
 					return err
 				}

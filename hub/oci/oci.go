@@ -5,7 +5,7 @@
 //
 // # Schema
 //
-//	oci_manifests/<seq>  journalEntry JSON: method, repository, reference,
+//	oci.manifests/<seq>  journalEntry JSON: method, repository, reference,
 //	                     content type and body of each successful manifest
 //	                     PUT or DELETE, in order
 //
@@ -35,9 +35,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 )
 
-var bucketManifests = []byte("oci_manifests")
+var bucketManifests = hubdb.OCIManifests
 
 // MaxManifestBytes bounds a manifest upload.
 const MaxManifestBytes = 4 << 20

@@ -5,11 +5,8 @@
 //
 // # Schema
 //
-//	devices/<id>         Device JSON
-//	desired/<id>         wire.DesiredState JSON
-//	reported/<id>        wire.ReportedState JSON
-//	revoked_certs/<hex>  revokedCert JSON (serial → device, time)
-//	meta/schema          "1"
+// The registry.* buckets of the hub's file; package hubdb draws the whole
+// schema and migrates older files.
 //
 // Every change is one bbolt transaction. Heartbeats only move LastSeen,
 // which is kept in memory and written by Flush, so a large fleet's
@@ -22,7 +19,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +30,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -47,13 +44,10 @@ var (
 )
 
 var (
-	bucketDevices  = []byte("devices")
-	bucketDesired  = []byte("desired")
-	bucketReported = []byte("reported")
-	bucketRevoked  = []byte("revoked_certs")
-	bucketMeta     = []byte("meta")
-	keySchema      = []byte("schema")
-	schemaVersion  = []byte("1")
+	bucketDevices  = hubdb.RegistryDevices
+	bucketDesired  = hubdb.RegistryDesired
+	bucketReported = hubdb.RegistryReported
+	bucketRevoked  = hubdb.RegistryRevokedCerts
 )
 
 // Device is a device's registry record.
@@ -114,19 +108,16 @@ type Registry struct {
 	seen map[string]time.Time
 }
 
-// New creates the registry's buckets in db if needed.
+// New creates the registry's buckets in db if needed. db is the hub's
+// file as hubdb.Open returns it (migrated to the current schema).
 func New(db *bolt.DB) (*Registry, error) {
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketDevices, bucketDesired, bucketReported, bucketRevoked, bucketMeta} {
+		for _, b := range [][]byte{bucketDevices, bucketDesired, bucketReported, bucketRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schemaVersion) {
-			return fmt.Errorf("schema version %q, this hub reads %q", v, schemaVersion)
-		}
-		return meta.Put(keySchema, schemaVersion)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
@@ -155,43 +146,24 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (Device, error) {
 	if err := ctx.Err(); err != nil {
 		return Device{}, err
 	}
-	if err := wire.ValidateDeviceID(e.ID); err != nil {
+	if err := e.Validate(); err != nil {
 		return Device{}, err
-	}
-	if err := ValidateLabels(e.Labels); err != nil {
-		return Device{}, err
-	}
-	if e.CertSerial == "" {
-		return Device{}, fmt.Errorf("registry: enrollment without certificate serial: %w", ErrInvalid)
 	}
 	var out Device
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		now := r.now().UTC()
-		d, err := getDevice(tx, e.ID)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			d = Device{ID: e.ID, Labels: map[string]string{}}
-		case err != nil:
+		cur, err := getDevice(tx, e.ID)
+		exists := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
-		case d.Revoked:
-			return fmt.Errorf("%s: %w", e.ID, ErrRevoked)
-		case !e.Replace:
-			return fmt.Errorf("%s: %w", e.ID, ErrExists)
-		default:
-			if err := putRevoked(tx, RevokedCert{Serial: d.CertSerial, Device: d.ID, At: now}); err != nil {
-				return err
-			}
 		}
-		if d.Labels == nil {
-			d.Labels = map[string]string{}
+		d, superseded, err := Enrolled(cur, exists, e, now)
+		if err != nil {
+			return err
 		}
-		maps.Copy(d.Labels, e.Labels)
-		d.Hardware = e.Hardware
-		d.AgentVersion = e.AgentVersion
-		d.CertSerial = e.CertSerial
-		d.CertNotAfter = e.CertNotAfter.UTC()
-		d.Enrolled = now
-		d.Online = false
+		if err := putRevoked(tx, superseded); err != nil {
+			return err
+		}
 		out = d
 		return putDevice(tx, d)
 	})
@@ -254,13 +226,7 @@ func (r *Registry) Check(ctx context.Context, id, serial string) error {
 	if err != nil {
 		return err
 	}
-	if d.Revoked {
-		return fmt.Errorf("registry: %s: %w", id, ErrRevoked)
-	}
-	if d.CertSerial != serial {
-		return fmt.Errorf("registry: %s: serial %s: %w", id, serial, ErrSuperseded)
-	}
-	return nil
+	return CheckCert(d, serial)
 }
 
 // SetLabels replaces a device's labels.
@@ -321,18 +287,11 @@ func (r *Registry) UpdateDesired(ctx context.Context, id string, fn func(models 
 		if err != nil {
 			return err
 		}
-		models := maps.Clone(cur.Models)
-		if models == nil {
-			models = map[string]wire.DesiredModel{}
-		}
-		if err := fn(models); err != nil {
+		next, ch, err := NextDesired(cur, id, r.now().UTC(), fn)
+		if err != nil {
 			return err
 		}
-		next := wire.DesiredState{DeviceID: id, Revision: cur.Revision + 1, Models: models, Updated: r.now().UTC()}
-		if err := next.Validate(); err != nil {
-			return err
-		}
-		if cur.Revision > 0 && wire.EqualModels(cur.Models, models) {
+		if !ch {
 			ds = cur
 			return nil
 		}
@@ -434,13 +393,7 @@ func (r *Registry) Report(ctx context.Context, rs wire.ReportedState) error {
 		if err := tx.Bucket(bucketReported).Put([]byte(d.ID), b); err != nil {
 			return err
 		}
-		d.AgentVersion = rs.AgentVersion
-		d.Hardware = rs.Hardware
-		d.Models = rs.Models
-		d.AppliedRevision = rs.AppliedRevision
-		d.FailedRevision = rs.FailedRevision
-		d.LastError = rs.LastError
-		d.LastSeen = now
+		ApplyReport(d, rs, now)
 		return nil
 	})
 	if err == nil {

@@ -26,14 +26,20 @@
 // the new one (registry.UpdateDesiredTx); the new desired state is
 // published after the commit.
 //
-// Devices report through the shadow service; Run evaluates the rollouts
-// after reports (at most every 20 ms) and on a ticker. A device is updated
-// once it applied the desired revision with the new digest active, failed
-// when it reports a failed revision, another version after applying ours
-// (its own watch rolled back), or nothing within the activation timeout
-// while online. A wave settles when every online device of it has reported
-// and at least one of them updated; the next wave starts once the gates
-// have held for the bake time since then. Devices that come to match the
+// Devices report through the shadow service; Run evaluates the rollouts on
+// each report (at most every 20 ms; agents report every local state change
+// at once, see agent/fleet) and on a ticker. A device is updated once it
+// applied the desired revision with the new digest active, failed when it
+// reports a failed revision, another version after applying ours (its own
+// watch rolled back), or nothing within the activation timeout while
+// online. Gates are evaluated before promotion in the same step, so a
+// report of a local rollback halts the rollout before any further device is
+// taken in. A wave before the last settles once every device it took in
+// has reported the new version and is online (an unreported or offline
+// canary may hold a state the hub has not heard); the last wave once every
+// online device has reported, with at least one updated. The bake time
+// counts from the latest confirmed activation of the wave's devices, and
+// the next wave starts once the gates have held that long. Devices that come to match the
 // selector later are taken in by the current wave, and by the model's
 // newest completed rollout.
 //

@@ -98,9 +98,9 @@ func (m *Manager) stepRun(ctx context.Context, rn *run, now, wall time.Time) ([]
 		if err != nil {
 			return pubs, err
 		}
-		if m.settled(rn, wall) && len(rn.devs) >= targets[r.Wave] {
-			if r.Settled.IsZero() {
-				r.Settled, rn.changed = now, true
+		if since, ok := m.settled(rn, wall, now); ok && len(rn.devs) >= targets[r.Wave] {
+			if !r.Settled.Equal(since) {
+				r.Settled, rn.changed = since, true
 			}
 			if now.Sub(r.Settled) >= time.Duration(r.Spec.Bake) {
 				m.promote(rn, now)
@@ -341,34 +341,65 @@ func (m *Manager) assign(ctx context.Context, rn *run, order []string, target, w
 	return pubs, nil
 }
 
-// settled reports whether every online device of rn has reported, with at
-// least one device of the current wave updated (or, when the wave took no
-// device in, one of an earlier wave): a wave of devices that are all
-// offline proves nothing.
-func (m *Manager) settled(rn *run, wall time.Time) bool {
+// settled reports whether rn's current wave has settled, and since when:
+// the bake time counts from there.
+//
+// Before the last wave, every device the current wave took in must have
+// reported the new version and be online: a device that has not reported
+// yet, or went offline, may hold a state the hub has not heard (a local
+// rollback), and promoting would spread the version further on a guess.
+// Failed devices are judged by the failure gate in the same step, before
+// this: a failure beyond Spec.MaxFailures has halted the rollout already. The wave settles at the latest
+// confirmed activation among its devices (when the hub received the
+// report), so a device that activates late gets the whole bake time.
+//
+// The last wave takes in no further devices: it settles once every online
+// device has reported, with at least one updated; offline devices catch up
+// when they return. A wave that took no device in settles when an earlier
+// wave's device is updated.
+func (m *Manager) settled(rn *run, wall, now time.Time) (time.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	last := rn.r.Wave >= len(rn.r.Spec.Waves)-1
+	var since time.Time
 	inWave, updatedInWave, updated := false, false, false
 	for _, d := range rn.devs {
-		if d.Wave == rn.r.Wave {
+		cur := d.Wave == rn.r.Wave
+		if cur {
 			inWave = true
+		}
+		online := false
+		if o := m.obs[d.ID]; o != nil && o.isOnline(wall) {
+			online = true
 		}
 		switch d.Phase {
 		case PhaseUpdated:
 			updated = true
-			if d.Wave == rn.r.Wave {
+			if cur {
 				updatedInWave = true
+				if !last && !online {
+					return time.Time{}, false
+				}
+				if d.Activated.After(since) {
+					since = d.Activated
+				}
 			}
 		case PhaseUpdating:
-			if o := m.obs[d.ID]; o != nil && o.isOnline(wall) {
-				return false
+			if online || cur && !last {
+				return time.Time{}, false
 			}
 		}
+		// A failed device was judged by the failure gate in this same
+		// step, before settled: over the tolerance the rollout halted;
+		// within it (Spec.MaxFailures > 0) it does not hold the wave.
 	}
-	if inWave {
-		return updatedInWave
+	if inWave && !updatedInWave || !inWave && !updated {
+		return time.Time{}, false
 	}
-	return updated
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	return since, true
 }
 
 // revert sets the desired state of rn's updating, updated and failed
@@ -417,7 +448,12 @@ func (m *Manager) revert(ctx context.Context, rn *run, now time.Time) ([]wire.De
 					}
 					return nil
 				}
-				models[spec.Model] = *prev
+				back := *prev
+				back.Reject = spec.Digest // the device marks it bad, as its own watch would
+				if back.Digest == spec.Digest {
+					back.Reject = ""
+				}
+				models[spec.Model] = back
 				return nil
 			})
 			switch {

@@ -5,11 +5,14 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 )
 
+// The rollout.* buckets of the hub's file (package hubdb draws the schema).
 var (
-	bucketRollouts = []byte("rollouts")
-	bucketDevices  = []byte("rollout_devices")
+	bucketRollouts = hubdb.RolloutRollouts
+	bucketDevices  = hubdb.RolloutDevices
 )
 
 // createBuckets makes the manager's buckets if needed.

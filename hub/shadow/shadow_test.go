@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/broker"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/registry"
@@ -110,17 +111,6 @@ func publish(t *testing.T, c paho.Client, topic string, v any) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 var (
 	m1 = map[string]wire.DesiredModel{"digits": {Ref: "127.0.0.1:5000/models/digits:1"}}
 	m2 = map[string]wire.DesiredModel{"digits": {Ref: "127.0.0.1:5000/models/digits:2"}}
@@ -200,7 +190,7 @@ func TestIngest(t *testing.T) {
 	// decides.
 	publish(t, c, wire.Topic("d1", wire.KindReported), wire.ReportedState{DeviceID: "d2", AgentVersion: "9.9.9",
 		Models: map[string]wire.ReportedModel{"digits": {ActiveVersion: "2", State: wire.StateActive}}, AppliedRevision: 2})
-	eventually(t, "report ingested", func() bool { return reports.Load() == 1 })
+	testenv.Eventually(t, "report ingested", 10*time.Second, func() bool { return reports.Load() == 1 })
 	d, err := f.reg.Get(ctx, "d1")
 	if err != nil {
 		t.Fatal(err)
@@ -217,10 +207,10 @@ func TestIngest(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	publish(t, c, wire.Topic("d1", wire.KindReported), wire.ReportedState{AppliedRevision: 3})
-	eventually(t, "second report", func() bool { return reports.Load() == 2 })
+	testenv.Eventually(t, "second report", 10*time.Second, func() bool { return reports.Load() == 2 })
 	// A clean offline announcement.
 	publish(t, c, wire.Topic("d1", wire.KindPresence), wire.Presence{Online: false})
-	eventually(t, "offline", func() bool { d, _ := f.reg.Get(ctx, "d1"); return !d.Online })
+	testenv.Eventually(t, "offline", 10*time.Second, func() bool { d, _ := f.reg.Get(ctx, "d1"); return !d.Online })
 }
 
 // flaky fails publishes while down is set (fault injection around the real
@@ -264,7 +254,7 @@ func TestPublishRetried(t *testing.T) {
 	if ds := next(t, ch); ds.Revision != 2 {
 		t.Fatalf("after recovery got revision %d, want 2", ds.Revision)
 	}
-	eventually(t, "pending drained", func() bool { return s.Pending() == 0 })
+	testenv.Eventually(t, "pending drained", 10*time.Second, func() bool { return s.Pending() == 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

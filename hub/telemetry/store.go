@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -37,10 +38,11 @@ const (
 // Options.MaxSeries: their numbers are summed into it.
 const OverflowDevice = "_overflow"
 
+// The telemetry.* buckets of the hub's file (package hubdb draws the schema).
 var (
-	bucketDevices = []byte("telemetry.devices")
-	bucketWindow  = []byte("telemetry.window")
-	bucketTotals  = []byte("telemetry.totals")
+	bucketDevices = hubdb.TelemetryDevices
+	bucketWindow  = hubdb.TelemetryWindow
+	bucketTotals  = hubdb.TelemetryTotals
 )
 
 // Options configure a Store. DB is required.

@@ -23,12 +23,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
-	"github.com/edgefleet/edgefleet/ota/internal/regtest"
 )
 
-func newRegistry(t *testing.T) string { return regtest.Embedded(t) }
+func newRegistry(t *testing.T) string { return testenv.EmbeddedRegistry(t) }
 
 // pushModel pushes a small model artifact and returns its digest reference.
 func pushModel(t *testing.T, ref, version string) name.Digest {
@@ -463,7 +463,7 @@ func TestPayloadJSONRoundTrip(t *testing.T) {
 // TestSignVerifyDistribution signs and verifies on Debian's docker-registry.
 func TestSignVerifyDistribution(t *testing.T) {
 	ctx := context.Background()
-	host := regtest.Distribution(t)
+	host := testenv.Distribution(t)
 	ref := host + "/models/digits:1"
 	d := pushModel(t, ref, "1")
 	key := mustKey(t)

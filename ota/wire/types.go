@@ -40,6 +40,12 @@ type DesiredModel struct {
 	Version string `json:"version,omitempty"`
 	// Rollout names the rollout that set this model, "" when set directly.
 	Rollout string `json:"rollout,omitempty"`
+	// Reject is the manifest digest of a version the hub rolled back: once
+	// the desired artifact is active, the agent marks that version bad,
+	// exactly as its own post-activation watch does (unloaded, never served
+	// again, removed from the cache unless a label keeps it, refused if
+	// desired again without force).
+	Reject string `json:"reject,omitempty"`
 }
 
 // Validate checks the device id, the revision and every model. The error
@@ -71,6 +77,14 @@ func (m DesiredModel) Validate() error {
 	if m.Digest != "" {
 		if err := ValidateDigest(m.Digest); err != nil {
 			return err
+		}
+	}
+	if m.Reject != "" {
+		if err := ValidateDigest(m.Reject); err != nil {
+			return fmt.Errorf("reject: %w", err)
+		}
+		if m.Reject == m.Digest {
+			return fmt.Errorf("reject %s: the desired digest itself: %w", m.Reject, ErrInvalid)
 		}
 	}
 	return nil

@@ -120,6 +120,10 @@ func TestDesiredValidate(t *testing.T) {
 		{"ref with space", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "a b"}}}, false},
 		{"short digest", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "r", Digest: "sha256:abc"}}}, false},
 		{"uppercase digest", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "r", Digest: strings.ToUpper(digest)}}}, false},
+		{"reject another digest", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "r", Digest: digest,
+			Reject: "sha256:" + strings.Repeat("cd", 32)}}}, true},
+		{"reject the desired digest", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "r", Digest: digest, Reject: digest}}}, false},
+		{"reject a bad digest", DesiredState{DeviceID: "d1", Models: map[string]DesiredModel{"m": {Ref: "r", Reject: "sha256:x"}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,54 +1,30 @@
-// Package testenv finds the files that `make deps` fetches (the onnxruntime
-// library, sample models) and the committed fixtures, for tests.
-//
-// Outside CI a missing dependency skips the test with the command that
-// fetches it; with CI set in the environment it fails the test, so a CI run
-// can never pass by skipping.
+// Package testenv gives the agent's tests onnxruntime and the agent's
+// committed fixtures. Finding the library and the `make deps` models, and
+// the skip-or-fail-under-CI rule, belong to deploy/testenv, which every
+// tree's tests share; this package only adds what is the agent's own.
 package testenv
 
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	ortrt "github.com/edgefleet/edgefleet/agent/runtime"
+	shared "github.com/edgefleet/edgefleet/deploy/testenv"
 )
 
 // RepoRoot returns the repository root (the folder holding go.mod).
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
+func RepoRoot() string { return shared.RepoRoot() }
 
 // DepsDir returns $EDGEFLEET_DEPS or <repo>/.deps.
-func DepsDir() string {
-	if d := os.Getenv("EDGEFLEET_DEPS"); d != "" {
-		return d
-	}
-	return filepath.Join(RepoRoot(), ".deps")
-}
+func DepsDir() string { return shared.DepsDir() }
 
-func missing(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is missing; CI must run `make deps` first", what)
-	}
-	t.Skipf("%s is missing: run `make deps`", what)
-}
-
-// InitORT initialises onnxruntime for the test process, skipping or failing
-// the test when the library is missing.
+// InitORT initialises onnxruntime through the agent's runtime for the test
+// process, skipping the test when the library is missing (failing it under
+// CI).
 func InitORT(t testing.TB) {
 	t.Helper()
-	lib := os.Getenv(ortrt.LibraryEnv)
-	if lib == "" {
-		lib = filepath.Join(DepsDir(), "onnxruntime", ortrt.LibraryName)
-	}
-	if _, err := os.Stat(lib); err != nil {
-		missing(t, lib)
-	}
-	if _, err := ortrt.Init(lib); err != nil {
+	if _, err := ortrt.Init(shared.ORTLibrary(t)); err != nil {
 		t.Fatalf("init onnxruntime: %v", err)
 	}
 }
@@ -57,12 +33,7 @@ func InitORT(t testing.TB) {
 // .deps/models, e.g. "silero_vad_op18_ifless.onnx").
 func Model(t testing.TB, name string) []byte {
 	t.Helper()
-	p := filepath.Join(DepsDir(), "models", name)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		missing(t, p)
-	}
-	return b
+	return shared.Model(t, name)
 }
 
 // Fixture returns the bytes of a committed fixture below agent/testdata.

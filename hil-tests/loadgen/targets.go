@@ -10,7 +10,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/agent/grpcapi"
 	"github.com/edgefleet/edgefleet/agent/models"
-	"github.com/edgefleet/edgefleet/agent/v2client"
+	"github.com/edgefleet/edgefleet/hil-tests/v2client"
 )
 
 // RESTTarget posts a pre-encoded request (JSON tensors, or binary tensors

@@ -27,6 +27,10 @@ type Options struct {
 	Duration time.Duration
 	// Requests is the number of measured requests across workers.
 	Requests int
+	// ServerCPU, when set, returns the cumulative CPU time of the server
+	// process(es); it is sampled around the measured phase to report the
+	// server's CPU time per request.
+	ServerCPU func() time.Duration
 }
 
 // Result summarises a run.
@@ -46,11 +50,14 @@ type Result struct {
 	// phase, as a fraction of one core; for an in-process baseline it is the
 	// whole work, for a remote target it is the generator's cost.
 	CPU float64
+	// CPUPerRequest is the CPU time per successful request: the server's
+	// when Options.ServerCPU is set, else this process's own.
+	CPUPerRequest time.Duration
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%-28s c=%-3d n=%-7d err=%-3d p50=%-9v p95=%-9v p99=%-9v %9.0f/s cpu=%.2f",
-		r.Name, r.Concurrency, r.Requests, r.Errors, r.P50, r.P95, r.P99, r.Throughput, r.CPU)
+	return fmt.Sprintf("%-28s c=%-3d n=%-7d err=%-3d p50=%-9v p95=%-9v p99=%-9v %9.0f/s cpu=%.2f cpu/req=%v",
+		r.Name, r.Concurrency, r.Requests, r.Errors, r.P50, r.P95, r.P99, r.Throughput, r.CPU, r.CPUPerRequest)
 }
 
 // Run drives target with opts.Concurrency workers.
@@ -85,7 +92,11 @@ func Run(ctx context.Context, name string, target Target, opts Options) Result {
 		runCtx, c2 = context.WithTimeout(runCtx, opts.Duration)
 		defer c2()
 	}
-	cpu0 := cpuTime()
+	srvCPU := opts.ServerCPU
+	if srvCPU == nil {
+		srvCPU = cpuTime
+	}
+	cpu0, srv0 := cpuTime(), srvCPU()
 	start := time.Now()
 	for range opts.Concurrency {
 		wg.Go(func() {
@@ -120,6 +131,7 @@ func Run(ctx context.Context, name string, target Target, opts Options) Result {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
+	srv := srvCPU() - srv0
 	res := Result{Name: name, Concurrency: opts.Concurrency, Requests: len(lat) + errs, Errors: errs,
 		FirstError: firstErr, Elapsed: elapsed, CPU: cpu.Seconds() / elapsed.Seconds()}
 	if len(lat) == 0 {
@@ -133,6 +145,7 @@ func Run(ctx context.Context, name string, target Target, opts Options) Result {
 	}
 	res.Mean = sum / time.Duration(len(lat))
 	res.Throughput = float64(len(lat)) / elapsed.Seconds()
+	res.CPUPerRequest = srv / time.Duration(len(lat))
 	return res
 }
 

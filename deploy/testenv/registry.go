@@ -1,7 +1,4 @@
-// Package regtest starts real OCI registries on loopback for tests:
-// go-containerregistry's embedded registry with blobs on disk, and Debian's
-// docker-registry (CNCF Distribution) binary.
-package regtest
+package testenv
 
 import (
 	"context"
@@ -22,12 +19,13 @@ import (
 )
 
 // DistributionBinary is where Debian's docker-registry package installs the
-// registry; env EDGEFLEET_DOCKER_REGISTRY overrides it.
+// registry (CNCF Distribution); env EDGEFLEET_DOCKER_REGISTRY overrides it.
 const DistributionBinary = "/usr/bin/docker-registry"
 
-// Embedded starts go-containerregistry's registry with blobs persisted under
-// a temporary folder and returns its host:port. It stops when the test ends.
-func Embedded(t testing.TB) string {
+// EmbeddedRegistry starts go-containerregistry's registry with blobs
+// persisted under a temporary folder and returns its host:port. It stops
+// when the test ends.
+func EmbeddedRegistry(t testing.TB) string {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(
 		registry.WithBlobHandler(registry.NewDiskBlobHandler(t.TempDir())),
@@ -38,9 +36,10 @@ func Embedded(t testing.TB) string {
 }
 
 // Distribution starts Debian's docker-registry on a loopback port with
-// filesystem storage in a temporary folder and returns its host:port. When
-// the binary is missing the test is skipped, unless env CI is set, where it
-// fails.
+// filesystem storage in a temporary folder and returns its host:port; it
+// stops when the test ends. A start that fails (the port taken between
+// choosing and binding it) is retried on another port. When the binary is
+// missing the test is skipped, or fails under CI.
 func Distribution(t testing.TB) string {
 	t.Helper()
 	bin := os.Getenv("EDGEFLEET_DOCKER_REGISTRY")
@@ -48,10 +47,7 @@ func Distribution(t testing.TB) string {
 		bin = DistributionBinary
 	}
 	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("docker-registry not found at %s (apt-get install docker-registry): %v", bin, err)
-		}
-		t.Skipf("docker-registry not found at %s; install Debian's docker-registry package", bin)
+		Missing(t, "docker-registry at "+bin, "apt-get install docker-registry; make deps-apt")
 	}
 	var lastErr error
 	for range 3 {
@@ -67,12 +63,10 @@ func Distribution(t testing.TB) string {
 
 func startDistribution(t testing.TB, bin string) (string, error) {
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		return "", err
 	}
-	addr := l.Addr().String()
-	l.Close()
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -131,3 +125,5 @@ http:
 		}
 	}
 }
+
+func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -48,6 +49,17 @@ func NewREST(base string, hc *http.Client) *REST {
 		hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
 	}
 	return &REST{Base: base, HTTP: hc}
+}
+
+// NewUnixREST returns a REST client that reaches the server over the unix
+// socket at path (the agent's --unix listener); URLs use the host "unix".
+func NewUnixREST(path string) *REST {
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}}
+	return &REST{Base: "http://unix", HTTP: &http.Client{Transport: tr}}
 }
 
 // InferURL returns the infer URL of a model version ("" = default).
