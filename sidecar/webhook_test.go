@@ -26,7 +26,7 @@ import (
 	"github.com/edgefleet/edgefleet/sidecar"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 func defaults() sidecar.Defaults {
 	d := sidecar.DefaultDefaults()
@@ -111,7 +111,7 @@ func apply(t testing.TB, pod []byte, resp *admissionv1.AdmissionResponse) (*core
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", "golden", name)
-	if *update {
+	if *updateGolden {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
 		}
