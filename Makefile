@@ -4,6 +4,8 @@
 #   make test    go vet + all tests with the race detector
 #   make bench   benchmarks, results table in bench-results/
 #   make deps    onnxruntime shared library and the sample models (npm registry, sha256-pinned)
+#   make hil     hardware-in-the-loop suite: fleet in network namespaces, lossy links, power cuts (root)
+#   make hil-ci  its short subset, run by CI after make test
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -16,7 +18,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet gpu-check test bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci
 
 all: build
 
@@ -36,7 +38,7 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
-APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15
+APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  need=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
@@ -60,6 +62,7 @@ vet:
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hub/broker/natsbus/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -112,5 +115,29 @@ bench-fleet:
 	@mkdir -p bench-results
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
 
+# Hardware-in-the-loop suite (hil-tests/, needs root): a hub and a fleet of
+# agent processes in network namespaces with lossy links, partitions, power
+# cuts (FUSE), a full disk, restarts and clock skew. Reports in hil-results/.
+# HIL_FLAGS adds runner flags, e.g. HIL_FLAGS='-inventory boards.yaml'.
+HIL_BIN := $(CURDIR)/bin/hil
+HIL_FLAGS ?=
+$(HIL_BIN): FORCE
+	$(GO) build -o $(HIL_BIN) ./hil-tests
+FORCE:
+
+hil: deps-apt deps build $(HIL_BIN)
+	$(HIL_BIN) -devices 6 -scenarios 1,2,3,4,5,6,7,8 -cuts 50 -out hil-results/full $(HIL_FLAGS)
+
+# The short subset CI runs after `make test` (a few minutes): 4 devices,
+# link down twice, 10 power cuts, the hub away (compressed), a bad model.
+hil-ci: deps-apt deps build $(HIL_BIN)
+	$(HIL_BIN) -devices 4 -scenarios 2,3,4,7 -cuts 10 -compress -out hil-results/ci $(HIL_FLAGS)
+
+# Cluster-mode messaging: devices over MQTT into 3 NATS nodes (JetStream, R3),
+# consumed by 1 then 3 hub replicas in one run (~1 min; EDGEFLEET_SCALE_DEVICES).
+bench-cluster:
+	@mkdir -p bench-results
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
+
 clean:
-	rm -rf bin .data bench-results
+	rm -rf bin .data bench-results hil-results

@@ -32,6 +32,8 @@ import (
 	"github.com/edgefleet/edgefleet/agent/telemetry"
 	"github.com/edgefleet/edgefleet/agent/tfserving"
 	"github.com/edgefleet/edgefleet/agent/update"
+
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // Version is the agent version, set at build time with -ldflags.
@@ -81,7 +83,7 @@ func New(cfg config.Config, log *slog.Logger) (*Agent, error) {
 	if _, err := runtime.FindLibrary(cfg.ORTLib); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+	if err := durable.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, fmt.Errorf("creating data folder: %w", err)
 	}
 	reg := prometheus.NewRegistry()

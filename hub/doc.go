@@ -19,6 +19,8 @@
 //	api.url            the API URL as advertised, for the CLI
 //	crl.pem            revoked device certificates, for external brokers
 //	blobs/             the embedded OCI registry's blobs
+//	quic_reset.key     the telemetry QUIC listener's stateless reset key (0600): a
+//	                   restarted hub resets its predecessor's connections at once
 //
 // # Rollouts
 //

@@ -31,6 +31,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/shadow"
 	"github.com/edgefleet/edgefleet/hub/telemetry"
 	"github.com/edgefleet/edgefleet/ota"
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -370,14 +371,14 @@ func (h *Hub) writeAdminFiles() error {
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
-		if err := ca.WriteFileAtomic(keyPath, key, 0o600); err != nil {
+		if err := durable.WriteFile(keyPath, key, 0o600); err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
-		if err := ca.WriteFileAtomic(certPath, ca.EncodeCert(admin.Leaf), 0o644); err != nil {
+		if err := durable.WriteFile(certPath, ca.EncodeCert(admin.Leaf), 0o644); err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
 	}
-	if err := ca.WriteFileAtomic(filepath.Join(dir, api.APIURLFile), []byte(h.advAPI+"\n"), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, api.APIURLFile), []byte(h.advAPI+"\n"), 0o644); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	return nil
@@ -402,7 +403,7 @@ func (h *Hub) writeCRL(ctx context.Context) {
 	}
 	crl, err := h.ca.CRL(entries, time.Now().Unix(), crlValidity)
 	if err == nil {
-		err = ca.WriteFileAtomic(filepath.Join(h.opts.DataDir, CRLFile), crl, 0o644)
+		err = durable.WriteFile(filepath.Join(h.opts.DataDir, CRLFile), crl, 0o644)
 	}
 	if err != nil {
 		h.log.Error("CRL: write", "err", err)

@@ -2,18 +2,24 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quic-go/quic-go"
 
 	"github.com/edgefleet/edgefleet/hub/telemetry"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // DefaultMetricsAddr is the Prometheus listener's address by default in
@@ -39,7 +45,11 @@ func (h *Hub) openTelemetry(serverCert tls.Certificate) error {
 		quicAddr = h.apiLn.Addr().String()
 	}
 	if quicAddr != Off {
-		if h.quic, err = h.telemRecv.ListenQUIC(quicAddr, h.ca.ServerTLS(serverCert, tls.RequireAndVerifyClientCert, nil)); err != nil {
+		key, err := quicResetKey(o.DataDir)
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		if h.quic, err = h.telemRecv.ListenQUIC(quicAddr, h.ca.ServerTLS(serverCert, tls.RequireAndVerifyClientCert, nil), key); err != nil {
 			return fmt.Errorf("hub: %w", err)
 		}
 	}
@@ -115,4 +125,31 @@ func (h *Hub) QUICAddr() string {
 		return ""
 	}
 	return h.quic.Addr().String()
+}
+
+// quicResetKeyFile holds the telemetry QUIC listener's stateless reset key
+// (32 random bytes, 0600), kept across restarts so that agents connected to
+// the previous run learn at their next packet that their connection is gone.
+const quicResetKeyFile = "quic_reset.key"
+
+func quicResetKey(dir string) (*quic.StatelessResetKey, error) {
+	path := filepath.Join(dir, quicResetKeyFile)
+	var key quic.StatelessResetKey
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(b) == len(key):
+		copy(key[:], b)
+		return &key, nil
+	case err == nil:
+		return nil, fmt.Errorf("%s: %d bytes, want %d", path, len(b), len(key))
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, err
+	}
+	if err := durable.WriteFile(path, key[:], 0o600); err != nil {
+		return nil, fmt.Errorf("QUIC reset key: %w", err)
+	}
+	return &key, nil
 }

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // Sink stores downloaded blobs by digest, the way a content store does:
@@ -270,9 +271,8 @@ func (s *DirSink) Commit(_ context.Context, d v1.Hash) error {
 	if err := os.Rename(src, dst); err != nil {
 		return fmt.Errorf("sink: %w", err)
 	}
-	if dir, err := os.Open(filepath.Dir(dst)); err == nil {
-		_ = dir.Sync() // best effort: the rename is durable on most file systems without it
-		dir.Close()
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("sink: %w", err)
 	}
 	return nil
 }
@@ -334,21 +334,5 @@ func (s *DirSink) exportOne(d v1.Hash, dst string) (err error) {
 		return err
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".export-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := io.Copy(tmp, src); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+	return durable.WriteFrom(dst, src, 0o644)
 }

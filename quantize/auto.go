@@ -22,8 +22,8 @@ type Recipe struct {
 	Name string `json:"name"`
 	// Mode is the conversion.
 	Mode Mode `json:"mode"`
-	// Options overlay the caller's options: Calibration, Fold, ConvOnly
-	// and PerTensor are taken from here.
+	// Options overlay the caller's options: Calibration, Fold, ConvOnly,
+	// PerTensor and (when set) ActivationType are taken from here.
 	Options Options `json:"-"`
 	// Mixed runs AccuracyControl: the most sensitive nodes move back to
 	// float until the metric is within budget.
@@ -31,20 +31,25 @@ type Recipe struct {
 }
 
 // DefaultRecipes are the recipes Auto tries, in order: static QDQ with
-// per-channel weights for each calibration method (the Convs' surroundings
-// folded and element-wise operators left in float, the form onnxruntime
-// runs fastest), static QDQ of every supported operator, dynamic INT8,
-// FP16, and static with the sensitive nodes in float.
+// per-channel int8 weights and uint8 activations for each calibration
+// method (Fold, ConvOnly: the form onnxruntime's CPU provider runs
+// fastest), the same with every supported operator quantized, dynamic
+// INT8, FP16, and static with the sensitive nodes in float.
 func DefaultRecipes() []Recipe {
 	var out []Recipe
-	for _, c := range []CalibrationMethod{MinMax, Percentile, Entropy} {
-		out = append(out, Recipe{Name: "static-" + c.String(), Mode: ModeStatic, Options: Options{Calibration: c, Fold: true, ConvOnly: true}})
+	fast := func(c CalibrationMethod) Options {
+		return Options{Calibration: c, Fold: true, ConvOnly: true, ActivationType: Uint8}
 	}
+	for _, c := range []CalibrationMethod{MinMax, Percentile, Entropy} {
+		out = append(out, Recipe{Name: "static-" + c.String(), Mode: ModeStatic, Options: fast(c)})
+	}
+	all := fast(MinMax)
+	all.ConvOnly = false
 	return append(out,
-		Recipe{Name: "static-minmax-all-ops", Mode: ModeStatic, Options: Options{Calibration: MinMax}},
+		Recipe{Name: "static-minmax-all-ops", Mode: ModeStatic, Options: all},
 		Recipe{Name: "dynamic", Mode: ModeDynamic},
 		Recipe{Name: "fp16", Mode: ModeFP16},
-		Recipe{Name: "static-mixed", Mode: ModeStatic, Options: Options{Calibration: MinMax, Fold: true, ConvOnly: true}, Mixed: true},
+		Recipe{Name: "static-mixed", Mode: ModeStatic, Options: fast(MinMax), Mixed: true},
 	)
 }
 
@@ -64,8 +69,8 @@ type AutoOptions struct {
 	// MaxLatency is the largest acceptable latency as a fraction of FP32's;
 	// 0 means 1 (at least as fast as FP32).
 	MaxLatency float64
-	// Rounds is the number of interleaved timing rounds (0 means 5); each
-	// times every model for about Round (0 means 100 ms) on one onnxruntime
+	// Rounds is the number of interleaved timing rounds (0 means 20); each
+	// times every model for about Round (0 means 30 ms) on one onnxruntime
 	// intra-op thread, and a model's latency is its fastest round.
 	Rounds int
 	Round  time.Duration
@@ -139,10 +144,10 @@ func Auto(ctx context.Context, model []byte, opts Options, ao AutoOptions) (*Aut
 		ao.MaxLatency = 1
 	}
 	if ao.Rounds == 0 {
-		ao.Rounds = 5
+		ao.Rounds = 20
 	}
 	if ao.Round == 0 {
-		ao.Round = 100 * time.Millisecond
+		ao.Round = 30 * time.Millisecond
 	}
 	recipes := ao.Recipes
 	if recipes == nil {
@@ -171,6 +176,9 @@ func Auto(ctx context.Context, model []byte, opts Options, ao AutoOptions) (*Aut
 		tr := AutoTrial{Recipe: r.Name, Mode: r.Mode}
 		o := opts
 		o.Calibration, o.Fold, o.ConvOnly, o.PerTensor = r.Options.Calibration, r.Options.Fold, r.Options.ConvOnly, r.Options.PerTensor
+		if r.Options.ActivationType != 0 {
+			o.ActivationType = r.Options.ActivationType
+		}
 		var q []byte
 		switch {
 		case r.Mode == ModeStatic && len(ao.Calibration) == 0:
@@ -308,9 +316,11 @@ func (r *AutoResult) ArtifactQuantization(metric string) *artifact.Quantization 
 }
 
 // Latencies times one run of each model on in, interleaved: rounds
-// rounds, each running every model for about round on one onnxruntime
-// intra-op thread; a model's latency is its fastest round's mean. The
-// models must have the same inputs; their outputs are all fetched.
+// rounds, each running every model (in rotating order) for about round on
+// one onnxruntime intra-op thread; a model's latency is its fastest
+// round's mean. Many short rounds make the minimum robust on a loaded
+// machine. The models must have the same inputs; their outputs are all
+// fetched.
 func Latencies(ctx context.Context, models [][]byte, in Batch, rounds int, round time.Duration) ([]time.Duration, error) {
 	if !ort.IsInitialized() {
 		if err := InitRuntime(""); err != nil {
@@ -383,8 +393,9 @@ func Latencies(ctx context.Context, models [][]byte, in Batch, rounds int, round
 	for i := range best {
 		best[i] = time.Duration(math.MaxInt64)
 	}
-	for range rounds {
-		for i := range sessions {
+	for r := range rounds {
+		for k := range sessions {
+			i := (k + r) % len(sessions) // rotate who goes first
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}

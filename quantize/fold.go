@@ -11,15 +11,20 @@ import (
 
 // foldGraph rewrites m's main graph into a form with fewer float operators
 // between the Convs, before static quantization places its
-// QuantizeLinear/DequantizeLinear pairs (Options.Fold): x·Clip(x+3, 0, 6)/6
-// (hard-swish as Paddle2ONNX and others spell it: Add, Clip, Mul, Div)
-// becomes x·HardSigmoid(x) with alpha 1/6, beta 0.5 (two operators).
+// QuantizeLinear/DequantizeLinear pairs (Options.Fold), as onnxruntime's
+// quant_pre_process does through its graph optimizer:
 //
-// Folding BatchNormalization and constant Mul/Add into the Convs' weights
-// was tried too and left out: onnxruntime 1.24 then kept most of those
-// Convs in float (DequantizeLinear → Conv → QuantizeLinear unfused), which
-// cost more than the element-wise operators saved (see RESULTS.md). It
-// returns the count of each rewrite.
+//   - a BatchNormalization, or a Mul or Add by a constant (a scalar or one
+//     value per output channel, PaddleOCR's learnable affine blocks), that
+//     alone reads a Conv's output folds into the Conv's weights and bias;
+//   - x·Clip(x+3, 0, 6)/6 (hard-swish as Paddle2ONNX spells it: Add, Clip,
+//     Mul, Div) becomes x·HardSigmoid(x) with alpha 1/6, beta 0.5.
+//
+// Each float operator left between two quantized Convs costs a
+// DequantizeLinear and a QuantizeLinear on a whole activation at run
+// time, and a BatchNormalization between a Conv and its QuantizeLinear
+// keeps onnxruntime from folding it at all. It returns the count of each
+// rewrite.
 func foldGraph(m *onnxpb.ModelProto) (map[string]int, error) {
 	done := map[string]int{}
 	names := graph.ModelNames(m)
@@ -55,8 +60,141 @@ func foldOnce(g *onnxpb.GraphProto, ix *graph.Index) (string, error) {
 				return what, nil
 			}
 		}
+		if graph.IsDefaultDomain(n) && n.GetOpType() == "Conv" {
+			if what := foldAfterConv(g, ix, n); what != "" {
+				return what, nil
+			}
+		}
 	}
 	return "", nil
+}
+
+// convParams returns a Conv's weights and bias (zeros when absent).
+func convParams(ix *graph.Index, n *onnxpb.NodeProto) (w []float32, wdims []int64, b []float32, ok bool) {
+	if len(n.Input) < 2 {
+		return nil, nil, nil, false
+	}
+	wt, ok := ix.Const(n.Input[1])
+	if !ok || graph.Elem(wt.GetDataType()) != graph.Float || len(wt.GetDims()) < 3 {
+		return nil, nil, nil, false
+	}
+	w, err := graph.Floats(wt)
+	if err != nil {
+		return nil, nil, nil, false
+	}
+	out := int(wt.GetDims()[0])
+	b = make([]float32, out)
+	if len(n.Input) > 2 && n.Input[2] != "" {
+		bt, ok := ix.Const(n.Input[2])
+		if !ok {
+			return nil, nil, nil, false
+		}
+		if b, err = graph.Floats(bt); err != nil || len(b) != out {
+			return nil, nil, nil, false
+		}
+	}
+	return w, slices.Clone(wt.GetDims()), b, true
+}
+
+// foldAfterConv folds the BatchNormalization, or the Mul or Add by a
+// constant (scalar or per output channel), reading Conv c's output into
+// c's weights and bias.
+func foldAfterConv(g *onnxpb.GraphProto, ix *graph.Index, c *onnxpb.NodeProto) string {
+	w, wdims, b, ok := convParams(ix, c)
+	if !ok || len(c.Output) != 1 {
+		return ""
+	}
+	next, ok := soleConsumer(ix, c.Output[0])
+	if !ok || !graph.IsDefaultDomain(next) || len(next.Output) != 1 {
+		return ""
+	}
+	out := len(b)
+	per := len(w) / out
+	scale, shift := make([]float64, out), make([]float64, out)
+	switch next.GetOpType() {
+	case "BatchNormalization":
+		if len(next.Input) != 5 || next.Input[0] != c.Output[0] {
+			return ""
+		}
+		p := make([][]float32, 4)
+		for k := range 4 {
+			t, ok := ix.Const(next.Input[1+k])
+			if !ok {
+				return ""
+			}
+			v, err := graph.Floats(t)
+			if err != nil || len(v) != out {
+				return ""
+			}
+			p[k] = v
+		}
+		eps := float64(graph.AttrFloat(next, "epsilon", 1e-5))
+		for o := range out {
+			scale[o] = float64(p[0][o]) / math.Sqrt(float64(p[3][o])+eps)
+			shift[o] = float64(p[1][o]) - float64(p[2][o])*scale[o]
+		}
+	case "Mul", "Add":
+		k, ok := channelConst(ix, next, c.Output[0], out)
+		if !ok {
+			return ""
+		}
+		for o := range out {
+			if next.GetOpType() == "Mul" {
+				scale[o] = float64(k[o])
+			} else {
+				scale[o], shift[o] = 1, float64(k[o])
+			}
+		}
+	default:
+		return ""
+	}
+	nw, nb := make([]float32, len(w)), make([]float32, out)
+	for o := range out {
+		for i := range per {
+			nw[o*per+i] = float32(float64(w[o*per+i]) * scale[o])
+		}
+		nb[o] = float32(float64(b[o])*scale[o] + shift[o])
+	}
+	wn, bn := ix.Unique(c.Input[1]+"_folded"), ix.Unique(c.Input[1]+"_bias_folded")
+	g.Initializer = append(g.Initializer, graph.FloatTensor(wn, wdims, nw), graph.FloatTensor(bn, []int64{int64(out)}, nb))
+	c.Input = append(c.Input[:1], wn, bn)
+	c.Output[0] = next.Output[0]
+	g.Node = slices.DeleteFunc(g.Node, func(m *onnxpb.NodeProto) bool { return m == next })
+	return next.GetOpType() + " into Conv"
+}
+
+// channelConst returns the constant operand of binary node n whose other
+// operand is x, as one value per channel of an NCHW tensor with c
+// channels: a scalar, or a tensor varying along the channel axis only
+// ([C,1,1] or [1,C,1,1]).
+func channelConst(ix *graph.Index, n *onnxpb.NodeProto, x string, c int) ([]float32, bool) {
+	if len(n.Input) != 2 || (n.Input[0] != x && n.Input[1] != x) || n.Input[0] == n.Input[1] {
+		return nil, false
+	}
+	other := n.Input[0]
+	if other == x {
+		other = n.Input[1]
+	}
+	t, ok := ix.Const(other)
+	if !ok || graph.Elem(t.GetDataType()) != graph.Float {
+		return nil, false
+	}
+	v, err := graph.Floats(t)
+	if err != nil {
+		return nil, false
+	}
+	if len(v) == 1 && len(t.GetDims()) <= 4 {
+		out := make([]float32, c)
+		for i := range out {
+			out[i] = v[0]
+		}
+		return out, true
+	}
+	dims := t.GetDims()
+	if len(v) != c || len(dims) < 3 || len(dims) > 4 || dims[len(dims)-3] != int64(c) {
+		return nil, false
+	}
+	return v, true
 }
 
 // scalarConst returns the single value of a constant input.

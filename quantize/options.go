@@ -86,7 +86,12 @@ type Options struct {
 	WeightType Type
 	// ActivationType is the type of statically quantized activations:
 	// Int8 (default, as quantize_static) or Uint8. Dynamic quantization
-	// always uses uint8 activations (DynamicQuantizeLinear).
+	// always uses uint8 activations (DynamicQuantizeLinear). On x86
+	// onnxruntime runs QLinearConv on uint8 activations: it rewrites int8
+	// QuantizeLinear/DequantizeLinear pairs to uint8, but not those whose
+	// value feeds several operators (hard-swish's x·f(x)), and a Conv whose
+	// input and output types then differ stays in float. Uint8 avoids that
+	// (the Auto recipes use it).
 	ActivationType Type
 	// ActivationSymmetric makes activation ranges symmetric around 0.
 	ActivationSymmetric bool
@@ -135,9 +140,12 @@ type Options struct {
 	// Nodes, when not empty, restricts quantization to these node names.
 	Nodes []string
 
-	// Fold simplifies the float graph before static quantization:
-	// hard-swish spelled x·Clip(x+3,0,6)/6 becomes x·HardSigmoid(x), two
-	// operators instead of four between the Convs.
+	// Fold simplifies the float graph before static quantization: a
+	// BatchNormalization, or a Mul/Add by a per-channel constant, after a
+	// Conv folds into the Conv's weights and bias, and hard-swish spelled
+	// x·Clip(x+3,0,6)/6 becomes x·HardSigmoid(x). Fewer float operators
+	// between quantized Convs means fewer QuantizeLinear/DequantizeLinear
+	// at run time (RESULTS.md: what makes PaddleOCR INT8 faster than FP32).
 	Fold bool
 	// ConvOnly quantizes statically only the operators with weights (Conv,
 	// ConvTranspose, MatMul, Gemm) and those moving 8-bit data unchanged

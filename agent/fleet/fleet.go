@@ -58,6 +58,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -537,7 +538,7 @@ func (c *Client) saveStateLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(c.opts.Dir, stateFile), b, 0o644)
+	return durable.WriteFile(filepath.Join(c.opts.Dir, stateFile), b, 0o644)
 }
 
 // backoff yields exponentially growing, jittered waits.

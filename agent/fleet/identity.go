@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -125,7 +126,7 @@ func loadOrCreateKey(dir string) (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := durable.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil
@@ -180,7 +181,7 @@ func (c *Client) enroll(ctx context.Context) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrEnrollRefused, err)
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	if err := durable.MkdirAll(o.Dir, 0o700); err != nil {
 		return Identity{}, err
 	}
 	key, err := loadOrCreateKey(o.Dir)
@@ -240,10 +241,10 @@ func (c *Client) enroll(ctx context.Context) (Identity, error) {
 	}
 	// Certificate and CA first, identity.json last: it marks the
 	// enrollment complete.
-	if err := writeFileAtomic(filepath.Join(o.Dir, certFile), []byte(er.Certificate), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(o.Dir, certFile), []byte(er.Certificate), 0o644); err != nil {
 		return Identity{}, err
 	}
-	if err := writeFileAtomic(filepath.Join(o.Dir, caFile), []byte(er.CA), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(o.Dir, caFile), []byte(er.CA), 0o644); err != nil {
 		return Identity{}, err
 	}
 	id := Identity{DeviceID: er.DeviceID, HubURL: o.HubURL, APIURL: er.APIURL, MQTTURL: er.MQTTURL,
@@ -252,7 +253,7 @@ func (c *Client) enroll(ctx context.Context) (Identity, error) {
 	// A new identity starts from a clean state (a new hub counts
 	// revisions from 1 again).
 	os.Remove(filepath.Join(o.Dir, stateFile))
-	if err := writeFileAtomic(filepath.Join(o.Dir, identityFile), b, 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(o.Dir, identityFile), b, 0o644); err != nil {
 		return Identity{}, err
 	}
 	return id, nil
@@ -301,30 +302,4 @@ func parseCert(b []byte) (*x509.Certificate, error) {
 		return nil, errors.New("no CERTIFICATE PEM block")
 	}
 	return x509.ParseCertificate(blk.Bytes)
-}
-
-// writeFileAtomic writes through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

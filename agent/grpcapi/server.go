@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -103,8 +104,14 @@ func New(b Backend, opts Options) *Server {
 // ServerOptions returns the grpc.ServerOptions that Options asks for (the
 // request size limit); pass them to grpc.NewServer when building the
 // grpc.Server yourself.
+//
+// Besides the size limit they cut per-call scheduler work: a fixed pool of
+// stream workers handles calls instead of a new goroutine per call, and
+// connections share their write buffers.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(s.maxRecv)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(s.maxRecv),
+		grpc.NumStreamWorkers(uint32(max(runtime.GOMAXPROCS(0), 1))),
+		grpc.SharedWriteBuffer(true)}
 }
 
 // Register registers the inference service, the standard health service

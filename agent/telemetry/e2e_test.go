@@ -186,3 +186,54 @@ func TestQUICResumesAndRefusesRevoked(t *testing.T) {
 		t.Fatalf("revoked device: status %+v", st)
 	}
 }
+
+// TestHubRestartDrain: an agent connected to the hub keeps taking
+// snapshots while the hub restarts; once it is back the backlog drains over
+// both transports, every snapshot once and in order. Over QUIC the
+// connection of the previous hub run is not waited on: the restarted hub
+// resets it (its stateless reset key is kept in its data folder), so no
+// acknowledgement wait runs out, the report is resent at once on one new
+// connection, and dials while the hub is down are retried without a
+// growing backoff. The agents run with the default timeouts and backoff;
+// the drain times are logged.
+func TestHubRestartDrain(t *testing.T) {
+	for _, transport := range []string{TransportMQTT, TransportQUIC} {
+		t.Run(transport, func(t *testing.T) {
+			p := startHub(t, nil)
+			dir := t.TempDir()
+			enrollDevice(t, p, dir, "edge-r")
+			a := runAgent(t, dir, Options{Transport: transport, NoFallback: true, MinBackoff: time.Second,
+				MaxBackoff: DefaultMaxBackoff, AckTimeout: DefaultAckTimeout, DialTimeout: DefaultDialTimeout}, "")
+			a.produce(t, 5)
+			eventually(t, 30*time.Second, "first reports", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+			var qt *quicTransport
+			if transport == TransportQUIC {
+				a.tel.mu.Lock()
+				qt = a.tel.transport.(*quicTransport)
+				a.tel.mu.Unlock()
+			}
+			dials := int64(0)
+			if qt != nil {
+				dials = qt.dials.Load()
+			}
+
+			p.stop()
+			const n = 60
+			a.produce(t, n)
+			p.start()
+			start := time.Now()
+			eventually(t, 60*time.Second, "the backlog to drain", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+			t.Logf("%s: backlog of %d snapshots drained %v after the hub restarted", transport, n, time.Since(start).Round(time.Millisecond))
+			checkExactlyOnce(t, p.store(), "edge-r", 1, n+5, transport)
+			if qt == nil {
+				return
+			}
+			if to := qt.ackTimeouts.Load(); to != 0 {
+				t.Fatalf("%d acknowledgement waits ran out on a dead connection", to)
+			}
+			if d := qt.dials.Load() - dials; d != 1 {
+				t.Fatalf("%d connections after the restart, want 1", d)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 
 	"github.com/edgefleet/edgefleet/agent/fleet"
 	"github.com/edgefleet/edgefleet/ota/wire"
@@ -29,7 +30,7 @@ const (
 	DefaultInterval      = 10 * time.Second
 	DefaultMaxBatch      = 1000
 	DefaultMaxBatchBytes = 256 << 10
-	DefaultDialTimeout   = 5 * time.Second
+	DefaultDialTimeout   = 3 * time.Second
 	DefaultAckTimeout    = 30 * time.Second
 	DefaultFallbackHold  = 5 * time.Minute
 	DefaultMaxBackoff    = 30 * time.Second
@@ -379,6 +380,17 @@ func (t *Telemetry) shipLoop(ctx context.Context) {
 				return
 			}
 			continue
+		case isDialError(err):
+			// The hub is not reachable over QUIC (down, restarting): the
+			// next dial is the probe, as an MQTT client's reconnection is;
+			// a growing backoff would leave the backlog waiting long after
+			// the hub is back.
+			t.log.Debug("telemetry not shipped: hub unreachable over QUIC; dialling again", "err", err)
+			if !t.sleep(ctx, jitter(min(wait, time.Second))) {
+				return
+			}
+			wait = min(wait*2, t.opts.MaxBackoff)
+			continue
 		}
 		t.log.Warn("telemetry not shipped; retrying", "err", err, "in", wait)
 		if !t.sleep(ctx, jitter(wait)) {
@@ -386,6 +398,18 @@ func (t *Telemetry) shipLoop(ctx context.Context) {
 		}
 		wait = min(wait*2, t.opts.MaxBackoff)
 	}
+}
+
+// isDialError reports whether err is a QUIC dial that got no answer (the
+// hub down or restarting), not one the hub refused (a TLS alert for a
+// revoked certificate, a closed connection), which keeps the backoff.
+func isDialError(err error) bool {
+	var (
+		de *DialError
+		te *quic.TransportError
+		ae *quic.ApplicationError
+	)
+	return errors.As(err, &de) && !errors.As(err, &te) && !errors.As(err, &ae)
 }
 
 // sleep waits d, less when an uplink is attached; false when ctx ended.

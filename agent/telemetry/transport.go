@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -185,7 +187,22 @@ type quicTransport struct {
 
 	mu   sync.Mutex // guards conn
 	conn *quic.Conn
+
+	// dials counts connections made; stale counts reports that failed on
+	// a connection that had died unnoticed (resent on a new one), and
+	// ackTimeouts the waits for an acknowledgement that ran out.
+	dials, stale, ackTimeouts atomic.Int64
 }
+
+// Client-side QUIC timeouts. A hub that restarts answers packets of the
+// connections it forgot with a stateless reset (its reset key is kept in
+// its data folder), so a dead connection ends within a round trip; the
+// keep-alive finds one while no report is due, and the idle timeout bounds
+// the rest (a hub that vanished for good).
+const (
+	quicKeepAlive   = 5 * time.Second
+	quicIdleTimeout = 15 * time.Second
+)
 
 // newQUICTransport prepares the client configuration: the device's
 // certificate and the hub's CA from base, the telemetry ALPN and a
@@ -213,8 +230,8 @@ func (t *quicTransport) connect(ctx context.Context) (*quic.Conn, error) {
 	defer cancel()
 	conn, err := quic.DialAddr(dctx, t.addr, t.tls, &quic.Config{
 		HandshakeIdleTimeout: t.dialTimeout,
-		MaxIdleTimeout:       2 * time.Minute,
-		KeepAlivePeriod:      0, // reports are the traffic; an idle connection may lapse
+		MaxIdleTimeout:       quicIdleTimeout,
+		KeepAlivePeriod:      quicKeepAlive,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -222,6 +239,7 @@ func (t *quicTransport) connect(ctx context.Context) (*quic.Conn, error) {
 		}
 		return nil, &DialError{Err: err}
 	}
+	t.dials.Add(1)
 	t.conn = conn
 	return conn, nil
 }
@@ -242,7 +260,28 @@ func (t *quicTransport) drop(conn *quic.Conn, why string) {
 	t.mu.Unlock()
 }
 
+// Send sends the report on the open connection, or a new one. When the
+// open connection turns out dead (the hub restarted and reset it, or it
+// timed out) the report is sent again at once on a new connection, not
+// after the ship loop's backoff.
 func (t *quicTransport) Send(ctx context.Context, report []byte, stream string, last uint64) (wire.TelemetryReportAck, error) {
+	t.mu.Lock()
+	reused := t.conn != nil && t.conn.Context().Err() == nil
+	t.mu.Unlock()
+	ack, err := t.send(ctx, report, stream)
+	var de *DialError
+	if err == nil || !reused || ctx.Err() != nil || errors.As(err, &de) || errors.Is(err, errBadAck) {
+		return ack, err
+	}
+	t.stale.Add(1)
+	return t.send(ctx, report, stream)
+}
+
+// errBadAck: the hub answered, but not with a valid acknowledgement of the
+// report; a new connection would not help.
+var errBadAck = errors.New("telemetry: bad QUIC acknowledgement")
+
+func (t *quicTransport) send(ctx context.Context, report []byte, stream string) (wire.TelemetryReportAck, error) {
 	conn, err := t.connect(ctx)
 	if err != nil {
 		return wire.TelemetryReportAck{}, err
@@ -264,15 +303,18 @@ func (t *quicTransport) Send(ctx context.Context, report []byte, stream string, 
 	str.Close() // our side is done; the hub answers and closes its side
 	raw, err := io.ReadAll(io.LimitReader(str, 64<<10))
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.ackTimeouts.Add(1)
+		}
 		t.drop(conn, "read failed")
 		return wire.TelemetryReportAck{}, fmt.Errorf("telemetry: QUIC acknowledgement: %w", err)
 	}
 	var ack wire.TelemetryReportAck
 	if err := wire.Decode(raw, &ack); err != nil {
-		return wire.TelemetryReportAck{}, fmt.Errorf("telemetry: QUIC acknowledgement: %w", err)
+		return wire.TelemetryReportAck{}, fmt.Errorf("%w: %w", errBadAck, err)
 	}
 	if ack.Stream != stream && ack.Error == "" {
-		return wire.TelemetryReportAck{}, fmt.Errorf("telemetry: acknowledgement for stream %q, sent %q", ack.Stream, stream)
+		return wire.TelemetryReportAck{}, fmt.Errorf("%w: for stream %q, sent %q", errBadAck, ack.Stream, stream)
 	}
 	return ack, nil
 }

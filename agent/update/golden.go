@@ -32,8 +32,9 @@ type DescribeOptions struct {
 	Seed uint64
 	// NoGolden leaves the golden vector out.
 	NoGolden bool
-	// Tolerance of the golden vector; zero means DefaultTolerance.
-	Tolerance artifact.Tolerance
+	// Tolerance of the golden vector; nil means DefaultTolerance. A zero
+	// Tolerance means an exact match (ota/SPEC.md section 3.1).
+	Tolerance *artifact.Tolerance
 	// Settings are the session settings the expected outputs are computed
 	// with; the zero value is one CPU thread.
 	Settings models.Settings
@@ -73,9 +74,9 @@ func Describe(model []byte, o DescribeOptions) (*artifact.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("running the model on the golden inputs: %w", err)
 		}
-		g := &artifact.Golden{Tolerance: o.Tolerance}
-		if g.Tolerance == (artifact.Tolerance{}) {
-			g.Tolerance = DefaultTolerance
+		g := &artifact.Golden{Tolerance: DefaultTolerance}
+		if o.Tolerance != nil {
+			g.Tolerance = *o.Tolerance
 		}
 		for _, t := range inputs {
 			g.Inputs = append(g.Inputs, goldenOf(t))

@@ -16,6 +16,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/telemetry"
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/spf13/pflag"
 )
 
@@ -254,7 +255,7 @@ the hub's data folder (the CA files), also while the hub runs.`,
 				{"crl.pem", crl, 0o644},
 			}
 			for _, f := range files {
-				if err := ca.WriteFileAtomic(filepath.Join(out, f.name), f.b, f.perm); err != nil {
+				if err := durable.WriteFile(filepath.Join(out, f.name), f.b, f.perm); err != nil {
 					return err
 				}
 			}

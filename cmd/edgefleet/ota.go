@@ -23,6 +23,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/signature"
 )
 
@@ -212,7 +213,7 @@ the variant for their providers (INT8 on CPU, FP16/FP32 on GPU); sign REF
 				return err
 			}
 			o := update.DescribeOptions{Name: modelName, Version: version, Precision: artifact.Precision(precision),
-				Tolerance: tol, Seed: seed, Description: description, ExecutionProviders: providers,
+				Tolerance: &tol, Seed: seed, Description: description, ExecutionProviders: providers,
 				MinAgentVersion: minAgent, Labels: lbls}
 			switch goldenInput {
 			case "generated", "":
@@ -593,10 +594,10 @@ PREFIX.pub with update.trust_keys.`,
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+			if err := durable.WriteFile(keyFile, kb, 0o600); err != nil {
 				return err
 			}
-			if err := os.WriteFile(pubFile, pb, 0o644); err != nil {
+			if err := durable.WriteFile(pubFile, pb, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "private key: %s\npublic key:  %s\n", keyFile, pubFile)

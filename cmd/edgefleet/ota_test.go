@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/ota/artifact"
 	"github.com/edgefleet/edgefleet/quantize"
 )
@@ -184,6 +186,36 @@ func TestModelPushGoldenInput(t *testing.T) {
 	want := &artifact.GoldenTensor{Name: "y", Datatype: "FP32", Shape: []int64{2, 4}, Data: f32le(3, 6, 9, 12, 15, 18, 21, 24)}
 	if err := (artifact.Tolerance{}).Compare(want, g.Outputs[0].Data); err != nil {
 		t.Fatalf("golden output is not 3x: %v", err)
+	}
+}
+
+// TestModelPushTolerance: both zero means an exact match (ota/SPEC.md
+// section 3.1), an unset flag the default; what was asked for is what the
+// artifact carries.
+func TestModelPushTolerance(t *testing.T) {
+	initORT(t)
+	host := startTestRegistry(t)
+	tests := []struct {
+		flag []string
+		want artifact.Tolerance
+	}{
+		{[]string{"--tolerance", "abs=0,rel=0"}, artifact.Tolerance{}},
+		{[]string{"--tolerance", "0"}, artifact.Tolerance{}},
+		{nil, update.DefaultTolerance},
+		{[]string{"--tolerance", "abs=1e-3,rel=0.01"}, artifact.Tolerance{Abs: 1e-3, Rel: 0.01}},
+	}
+	for i, tt := range tests {
+		t.Run(strings.Join(append([]string{"flag"}, tt.flag...), " "), func(t *testing.T) {
+			ref := fmt.Sprintf("%s/models/tol:%d", host, i+1)
+			mustCLI(t, append(append([]string{"model", "push", "--name", "tol"}, tt.flag...), otaFixture("scale3.onnx"), ref)...)
+			var doc struct{ Config artifact.Config }
+			if err := json.Unmarshal([]byte(mustCLI(t, "model", "inspect", "--json", ref)), &doc); err != nil {
+				t.Fatal(err)
+			}
+			if g := doc.Config.Golden; g == nil || g.Tolerance != tt.want {
+				t.Fatalf("golden %+v: want tolerance %+v", g, tt.want)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgefleet/edgefleet/ota/artifact"
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/quantize"
 )
 
@@ -265,7 +266,7 @@ func runQuantize(cmd *cobra.Command, g *globalFlags, mode quantize.Mode, in stri
 	if res.Accuracy != nil {
 		res.Quantization = res.Accuracy.ArtifactQuantization(f.metric)
 	}
-	if err := writeFileAtomic(f.out, q); err != nil {
+	if err := durable.WriteFile(f.out, q, 0o644); err != nil {
 		return err
 	}
 	if f.report != "" {
@@ -273,7 +274,7 @@ func runQuantize(cmd *cobra.Command, g *globalFlags, mode quantize.Mode, in stri
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(f.report, append(b, '\n')); err != nil {
+		if err := durable.WriteFile(f.report, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
 	}
@@ -346,26 +347,6 @@ func checkNodeNames(model []byte, names []string) error {
 		}
 	}
 	return nil
-}
-
-// writeFileAtomic writes b to path through a temporary file in its folder.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func newQuantizeSensitivityCmd(g *globalFlags) *cobra.Command {
@@ -485,7 +466,7 @@ quantization does this itself when the model's opset is below 13.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			if err := writeFileAtomic(out, conv); err != nil {
+			if err := durable.WriteFile(out, conv, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s -> %s: %v\n", args[0], out, rep)
@@ -607,14 +588,14 @@ config like the other quantize reports) lists every recipe.`,
 				if err != nil {
 					return err
 				}
-				if err := writeFileAtomic(report, append(b, '\n')); err != nil {
+				if err := durable.WriteFile(report, append(b, '\n'), 0o644); err != nil {
 					return err
 				}
 			}
 			if autoErr != nil {
 				return fmt.Errorf("%s: %w", args[0], autoErr)
 			}
-			if err := writeFileAtomic(out, res.Model); err != nil {
+			if err := durable.WriteFile(out, res.Model, 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "chose %s: %s -> %s\n", res.Chosen, args[0], out)
@@ -629,7 +610,7 @@ config like the other quantize reports) lists every recipe.`,
 	fl.Float64Var(&maxDrop, "max-drop", 0.01, "largest acceptable metric loss (0.01 = one point of accuracy)")
 	fl.Float64Var(&maxLatency, "max-latency", 1, "largest acceptable latency as a fraction of FP32's (1 = at least as fast)")
 	fl.StringSliceVar(&recipes, "recipes", nil, "recipes to try (default all: static-minmax, static-percentile, static-entropy, static-minmax-all-ops, dynamic, fp16, static-mixed)")
-	fl.IntVar(&rounds, "rounds", 5, "interleaved timing rounds")
+	fl.IntVar(&rounds, "rounds", 20, "interleaved timing rounds (~30 ms each; the fastest counts)")
 	fl.StringVar(&report, "report", "", "write the JSON report (recipes, chosen model's artifact precision/quantization) to this file")
 	fl.StringVar(&ortLib, "ort-lib", "", "onnxruntime shared library (default $"+quantize.RuntimeLibraryEnv+" or .deps/)")
 	data.register(cmd)

@@ -67,6 +67,9 @@ func newRolloutCreateCmd() *cobra.Command {
 				return err
 			}
 			fs := cmd.Flags()
+			if output != "table" && output != "json" {
+				return fmt.Errorf("--output %q: want table or json", output)
+			}
 			if spec.Waves, err = rollout.ParseWaves(waves); err != nil {
 				return err
 			}
@@ -112,9 +115,13 @@ func newRolloutCreateCmd() *cobra.Command {
 				}
 			}
 			if output == "json" {
-				return writeJSONOut(w, st)
+				if err := writeJSONOut(w, st); err != nil {
+					return err
+				}
+			} else {
+				printRollout(w, st)
 			}
-			printRollout(w, st)
+			// The exit status does not depend on the output format.
 			if wait && st.State != rollout.StateCompleted {
 				return fmt.Errorf("rollout %s ended %s: %s", st.ID, st.State, st.Reason)
 			}

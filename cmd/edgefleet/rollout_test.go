@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -122,6 +123,52 @@ func TestRolloutAndSimulateCommands(t *testing.T) {
 		if err != nil || ds.Models["cli-model"].Version != "1" {
 			t.Fatalf("%s desires %+v, %v", d.ID, ds.Models, err)
 		}
+	}
+
+	// `create --wait` exits non-zero unless the rollout completed, in
+	// every output format; it still prints the final status.
+	for i, format := range []string{"json", "table"} {
+		ref := push(fmt.Sprint(3 + i))
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			rc := newRolloutCmd(g)
+			rc.SilenceUsage = true // as under the root command
+			out, err := runCmd(t, ctx, rc, "create", "--data", data, "--model", "cli-model", "--ref", ref,
+				"--selector", "site=lab", "--waves", "40%,100%", "--bake", "1h", "--wait", "-o", format)
+			done <- result{out, err}
+		}()
+		var id string
+		testenv.Eventually(t, "rollout of "+ref+" running", 30*time.Second, func() bool {
+			list, err := c.Rollouts(ctx)
+			for _, r := range list {
+				if err == nil && r.Spec.Ref == ref && r.Counts.Updated > 0 {
+					id = r.ID
+				}
+			}
+			return id != ""
+		})
+		if _, err := c.RolloutAction(ctx, id, "rollback"); err != nil {
+			t.Fatal(err)
+		}
+		res := <-done
+		if res.err == nil || !strings.Contains(res.err.Error(), "rolled_back") {
+			t.Fatalf("create --wait -o %s of a rollout that was rolled back: %v, want an error naming the state", format, res.err)
+		}
+		if format == "json" {
+			var st rollout.Status
+			if err := json.Unmarshal([]byte(res.out), &st); err != nil || st.State != rollout.StateRolledBack {
+				t.Fatalf("create --wait -o json printed %q (%v): want the rolled_back status", res.out, err)
+			}
+		} else if !strings.Contains(res.out, "rolled_back") {
+			t.Fatalf("create --wait printed %q: want the rolled_back status", res.out)
+		}
+	}
+	if _, err := runCmd(t, ctx, newRolloutCmd(g), "create", "--data", data, "--model", "cli-model", "--ref", "x:1", "-o", "yaml"); err == nil {
+		t.Fatal("-o yaml accepted")
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgefleet/edgefleet/hub/ca"
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // MosquittoBinary returns the mosquitto executable, or "" when there is none.
@@ -222,10 +223,7 @@ func (m *Mosquitto) Log() string {
 // WriteCRL replaces the CRL file and makes Mosquitto reload it (SIGHUP).
 func (m *Mosquitto) WriteCRL(crl []byte) {
 	m.t.Helper()
-	if err := os.WriteFile(filepath.Join(m.Dir, "crl.pem.new"), crl, 0o600); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(m.Dir, "crl.pem.new"), filepath.Join(m.Dir, "crl.pem")); err != nil {
+	if err := durable.WriteFile(filepath.Join(m.Dir, "crl.pem"), crl, 0o600); err != nil {
 		m.t.Fatal(err)
 	}
 	m.mu.Lock()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/broker"
+	"github.com/edgefleet/edgefleet/hub/broker/natsbus"
 	"github.com/edgefleet/edgefleet/hub/ca"
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/ota/wire"
@@ -37,6 +38,7 @@ type env struct {
 	// embedded is set for the embedded broker.
 	embedded *broker.Embedded
 	mosq     *testenv.Mosquitto
+	nats     *natsbus.Node
 }
 
 func newRegistry(t *testing.T) *registry.Registry {
@@ -250,6 +252,7 @@ func (e *env) observer(t *testing.T, filter string) *recorder {
 func brokers(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("embedded", func(t *testing.T) { t.Parallel(); fn(t, newEmbedded(t)) })
 	t.Run("mosquitto", func(t *testing.T) { t.Parallel(); fn(t, newMosquitto(t)) })
+	t.Run("nats", func(t *testing.T) { t.Parallel(); fn(t, newNATS(t)) })
 }
 
 func TestSubscribeOnlyOwnTopics(t *testing.T) {
@@ -356,11 +359,11 @@ func TestNoSessionTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// dev-a connects with dev-b's client id: the embedded broker
-		// refuses; Mosquitto replaces the id with the certificate's name.
+		// dev-a connects with dev-b's client id: the embedded broker and
+		// NATS refuse; Mosquitto replaces the id with the certificate's name.
 		_, err = e.connect(t, e.device(t, "dev-a"), connOpts{clientID: "dev-b"})
-		if e.embedded != nil && err == nil {
-			t.Fatal("embedded broker accepted a foreign client id")
+		if (e.embedded != nil || e.nats != nil) && err == nil {
+			t.Fatalf("%s accepted a foreign client id", e.name)
 		}
 		rec := e.observer(t, wire.Topic("dev-b", wire.KindHeartbeat))
 		publish(t, b, wire.Topic("dev-b", wire.KindHeartbeat), 1, false, "still here")

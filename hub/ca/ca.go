@@ -42,6 +42,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgefleet/edgefleet/ota/durable"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -107,10 +108,10 @@ func LoadOrCreate(dir, name string) (*CA, error) {
 	// The key goes first: a crash between the two writes leaves a key
 	// without certificate, which LoadOrCreate reports instead of
 	// replacing.
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := durable.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := WriteFileAtomic(certPath, c.certPEM, 0o644); err != nil {
+	if err := durable.WriteFile(certPath, c.certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -448,39 +449,4 @@ func ParseCertPEM(b []byte) (*x509.Certificate, error) {
 			return cert, nil
 		}
 	}
-}
-
-// WriteFileAtomic writes a file through a temporary file, fsync and rename,
-// so readers see the old or the new content, never a torn one.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

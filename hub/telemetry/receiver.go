@@ -108,15 +108,25 @@ func (r *Receiver) receive(ctx context.Context, id, transport string, payload []
 // device certificate; revoked and superseded certificates are refused at
 // the handshake (also when resuming a session) and before every report.
 type QUICServer struct {
-	r  *Receiver
-	ln *quic.Listener
+	r   *Receiver
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ln  *quic.Listener
 
 	wg sync.WaitGroup
+
+	mu    sync.Mutex // guards conns
+	conns map[*quic.Conn]struct{}
 }
 
 // ListenQUIC listens on addr (UDP) with the hub's server certificate and
-// client CAs from base.
-func (r *Receiver) ListenQUIC(addr string, base *tls.Config) (*QUICServer, error) {
+// client CAs from base. resetKey, when not nil, is the stateless reset key:
+// a hub restarted with the same key answers the packets of connections it
+// no longer knows with a stateless reset, so agents open a new connection
+// at once instead of waiting for an acknowledgement that cannot come. Keep
+// it secret and stable across restarts (the hub keeps it in its data
+// folder).
+func (r *Receiver) ListenQUIC(addr string, base *tls.Config, resetKey *quic.StatelessResetKey) (*QUICServer, error) {
 	cfg := base.Clone()
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{wire.TelemetryALPN}
@@ -130,15 +140,26 @@ func (r *Receiver) ListenQUIC(addr string, base *tls.Config) (*QUICServer, error
 		}
 		return r.checkPeer(&cs)
 	}
-	ln, err := quic.ListenAddr(addr, cfg, &quic.Config{
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: QUIC listener on %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: QUIC listener on %s: %w", addr, err)
+	}
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey}
+	ln, err := tr.Listen(cfg, &quic.Config{
 		HandshakeIdleTimeout: 10 * time.Second,
 		MaxIdleTimeout:       2 * time.Minute,
 		MaxIncomingStreams:   16,
 	})
 	if err != nil {
+		tr.Close()
+		udp.Close()
 		return nil, fmt.Errorf("telemetry: QUIC listener on %s: %w", addr, err)
 	}
-	return &QUICServer{r: r, ln: ln}, nil
+	return &QUICServer{r: r, udp: udp, tr: tr, ln: ln, conns: map[*quic.Conn]struct{}{}}, nil
 }
 
 // checkPeer admits a current, not revoked device certificate.
@@ -164,7 +185,7 @@ func (q *QUICServer) Serve(ctx context.Context) error {
 	defer q.wg.Wait()
 	go func() {
 		<-ctx.Done()
-		q.ln.Close()
+		q.Close()
 	}()
 	for {
 		conn, err := q.ln.Accept(ctx)
@@ -178,10 +199,35 @@ func (q *QUICServer) Serve(ctx context.Context) error {
 	}
 }
 
-// Close stops listening.
-func (q *QUICServer) Close() error { return q.ln.Close() }
+// Close stops listening and closes the connections, telling the agents
+// (CONNECTION_CLOSE) so they reconnect to the next hub at once.
+func (q *QUICServer) Close() error {
+	err := q.ln.Close()
+	q.mu.Lock()
+	for c := range q.conns {
+		c.CloseWithError(0, "hub shutting down")
+	}
+	clear(q.conns)
+	q.mu.Unlock()
+	if terr := q.tr.Close(); err == nil && !errors.Is(terr, quic.ErrTransportClosed) {
+		err = terr
+	}
+	// The transport does not own a socket it was given.
+	if uerr := q.udp.Close(); err == nil && !errors.Is(uerr, net.ErrClosed) {
+		err = uerr
+	}
+	return err
+}
 
 func (q *QUICServer) serveConn(ctx context.Context, conn *quic.Conn) {
+	q.mu.Lock()
+	q.conns[conn] = struct{}{}
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		delete(q.conns, conn)
+		q.mu.Unlock()
+	}()
 	cs := conn.ConnectionState().TLS
 	if len(cs.PeerCertificates) == 0 {
 		conn.CloseWithError(1, "client certificate required")
