@@ -82,8 +82,8 @@ test: deps-apt deps vet
 # exceeded" from the fuzzing coordinator.
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub | sed 's/func //' | sort -u); do \
-	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub | head -1 | xargs dirname); \
+	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub sidecar | sed 's/func //' | sort -u); do \
+	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub sidecar | head -1 | xargs dirname); \
 	  echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
 	done
