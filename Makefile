@@ -71,7 +71,6 @@ vet:
 	$(GO) vet -tags scale ./agent/fleetsim/
 	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
-	$(GO) vet -tags failover ./hub/store/pgstore/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
