@@ -104,12 +104,12 @@ $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
 BENCH_BASELINE ?=
 bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits \
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits --rounds 3 --duration 1500ms \
 	  --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --swap-model agent/testdata/digits/transformer.onnx --cycles 100 $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,2 --goals ocr --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --concurrency 1,2 --goals ocr --rounds 3 --duration 1500ms --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
