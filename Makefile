@@ -4,6 +4,8 @@
 #   make test    go vet + all tests with the race detector
 #   make bench   benchmarks, results table in bench-results/
 #   make deps    onnxruntime shared library and the sample models (npm registry, sha256-pinned)
+#   make images  OCI images edgefleet and edgefleet-agent (linux/amd64 + linux/arm64), no daemon; PUSH=host/prefix pushes
+#   make packages  .deb packages (amd64, arm64) with the systemd units
 #   make hil     hardware-in-the-loop suite: fleet in network namespaces, lossy links, power cuts (root)
 #   make hil-ci  its short subset, run by CI after make test
 
@@ -18,7 +20,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci
+.PHONY: k8s-apiserver all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
 
 all: build
 
@@ -39,8 +41,13 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
 APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
+# Images, packages and units (deploy/): runc runs the amd64 image, qemu-user-static the arm64
+# binary, gcc-aarch64-linux-gnu builds it with cgo, lintian checks the .debs, systemd-analyze the
+# units. The arm64 base .debs come through `apt-get download`, hence the arm64 architecture.
+APT_PKGS += runc qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross lintian systemd
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update -qq; }; \
 	  need=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  command -v npm >/dev/null || need="$$need npm"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
@@ -61,12 +68,19 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
-	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hil-tests/fleetsim/
+	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=30000x FUZZTIME_LIGHT=3000x
+
+# kube-apiserver v1.37.2 built from the Go module proxy (deploy/k8s/tools pins
+# k8s.io/kubernetes) into .deps/k8s for the sidecar's API-server test; about
+# 1300 CPU-seconds cold, so it stays out of `make test`.
+k8s-apiserver:
+	deploy/k8s/build-apiserver.sh
 
 # A count (30000x) rather than a duration in `make test`: a time-boxed fuzz
 # run on a loaded 2-core machine can end with a spurious "context deadline
@@ -100,12 +114,12 @@ $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
 BENCH_BASELINE ?=
 bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits \
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits --rounds 3 --duration 1500ms \
 	  --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --swap-model agent/testdata/digits/transformer.onnx --cycles 100 $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,2 --goals ocr --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --concurrency 1,2 --goals ocr --rounds 3 --duration 1500ms --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
@@ -123,7 +137,15 @@ gpu-check:
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:
 	@mkdir -p bench-results
-	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./hil-tests/fleetsim/
+
+# Daemonless OCI images (deploy/images): OCI layouts in dist/images/, digests and sizes printed.
+images: deps-apt deps
+	$(GO) run ./deploy/release images --out dist/images $(if $(PUSH),--push $(PUSH))
+
+# .deb packages (deploy/packages) in dist/packages/.
+packages: deps-apt deps
+	$(GO) run ./deploy/release packages --out dist/packages
 
 # Hardware-in-the-loop suite (hil-tests/, needs root): a hub and a fleet of
 # agent processes in network namespaces with lossy links, partitions, power
@@ -150,4 +172,4 @@ bench-cluster:
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
 
 clean:
-	rm -rf bin .data bench-results hil-results
+	rm -rf bin .data bench-results hil-results dist
