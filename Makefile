@@ -4,6 +4,10 @@
 #   make test    go vet + all tests with the race detector
 #   make bench   benchmarks, results table in bench-results/
 #   make deps    onnxruntime shared library and the sample models (npm registry, sha256-pinned)
+#   make images  OCI images edgefleet and edgefleet-agent (linux/amd64 + linux/arm64), no daemon; PUSH=host/prefix pushes
+#   make packages  .deb packages (amd64, arm64) with the systemd units
+#   make hil     hardware-in-the-loop suite: fleet in network namespaces, lossy links, power cuts (root)
+#   make hil-ci  its short subset, run by CI after make test
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -16,7 +20,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean
+.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
 
 all: build
 
@@ -36,9 +40,14 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
-APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15
+APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
+# Images, packages and units (deploy/): runc runs the amd64 image, qemu-user-static the arm64
+# binary, gcc-aarch64-linux-gnu builds it with cgo, lintian checks the .debs, systemd-analyze the
+# units. The arm64 base .debs come through `apt-get download`, hence the arm64 architecture.
+APT_PKGS += runc qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross lintian systemd
 deps-apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update -qq; }; \
 	  need=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  command -v npm >/dev/null || need="$$need npm"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
@@ -60,7 +69,9 @@ vet:
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
 	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
+	$(GO) vet -tags failover ./hub/store/pgstore/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -71,8 +82,8 @@ test: deps-apt deps vet
 # exceeded" from the fuzzing coordinator.
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub | sed 's/func //' | sort -u); do \
-	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub | head -1 | xargs dirname); \
+	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub sidecar | sed 's/func //' | sort -u); do \
+	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub sidecar | head -1 | xargs dirname); \
 	  echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
 	done
@@ -113,6 +124,32 @@ bench-fleet:
 	@mkdir -p bench-results
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
 
+# Daemonless OCI images (deploy/images): OCI layouts in dist/images/, digests and sizes printed.
+images: deps-apt deps
+	$(GO) run ./deploy/release images --out dist/images $(if $(PUSH),--push $(PUSH))
+
+# .deb packages (deploy/packages) in dist/packages/.
+packages: deps-apt deps
+	$(GO) run ./deploy/release packages --out dist/packages
+
+# Hardware-in-the-loop suite (hil-tests/, needs root): a hub and a fleet of
+# agent processes in network namespaces with lossy links, partitions, power
+# cuts (FUSE), a full disk, restarts and clock skew. Reports in hil-results/.
+# HIL_FLAGS adds runner flags, e.g. HIL_FLAGS='-inventory boards.yaml'.
+HIL_BIN := $(CURDIR)/bin/hil
+HIL_FLAGS ?=
+$(HIL_BIN): FORCE
+	$(GO) build -o $(HIL_BIN) ./hil-tests
+FORCE:
+
+hil: deps-apt deps build $(HIL_BIN)
+	$(HIL_BIN) -devices 6 -scenarios 1,2,3,4,5,6,7,8 -cuts 50 -out hil-results/full $(HIL_FLAGS)
+
+# The short subset CI runs after `make test` (a few minutes): 4 devices,
+# link down twice, 10 power cuts, the hub away (compressed), a bad model.
+hil-ci: deps-apt deps build $(HIL_BIN)
+	$(HIL_BIN) -devices 4 -scenarios 2,3,4,7 -cuts 10 -compress -out hil-results/ci $(HIL_FLAGS)
+
 # Cluster-mode messaging: devices over MQTT into 3 NATS nodes (JetStream, R3),
 # consumed by 1 then 3 hub replicas in one run (~1 min; EDGEFLEET_SCALE_DEVICES).
 bench-cluster:
@@ -120,4 +157,4 @@ bench-cluster:
 	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/cluster-ingest.txt $(GO) test -tags scale -run '^TestScaleIngest$$' -count=1 -timeout 20m -v ./hub/broker/natsbus/
 
 clean:
-	rm -rf bin .data bench-results
+	rm -rf bin .data bench-results hil-results dist

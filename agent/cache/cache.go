@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // Defaults for zero Options fields.
@@ -132,7 +133,7 @@ func Open(path string, opts Options) (*Cache, error) {
 	case timeout < 0:
 		timeout = time.Nanosecond // bbolt treats 0 as "wait forever"
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
@@ -140,6 +141,11 @@ func Open(path string, opts Options) (*Cache, error) {
 		return nil, fmt.Errorf("open cache %s: %w by another process (is an agent running on this data dir?)", path, ErrLocked)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", path, err)
+	}
+	// bbolt syncs the file but not its name in the folder.
+	if err := durable.SyncParent(path); err != nil {
+		_ = db.Close()
 		return nil, fmt.Errorf("open cache %s: %w", path, err)
 	}
 	c.db = db

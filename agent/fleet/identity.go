@@ -181,7 +181,7 @@ func (c *Client) enroll(ctx context.Context) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrEnrollRefused, err)
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	if err := durable.MkdirAll(o.Dir, 0o700); err != nil {
 		return Identity{}, err
 	}
 	key, err := loadOrCreateKey(o.Dir)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,6 +33,14 @@ import (
 // when its client disconnects (deadlines from Request-Timeout still apply).
 type Listener struct {
 	srv *fasthttp.Server
+
+	mu    sync.Mutex
+	conns map[net.Conn]connInfo // open connections, for Shutdown
+}
+
+type connInfo struct {
+	state fasthttp.ConnState
+	since time.Time
 }
 
 // ListenerOptions configure a Listener.
@@ -80,13 +89,45 @@ func NewListener(h http.Handler, opts ListenerOptions) *Listener {
 		DisableHeaderNamesNormalizing: false,
 		Logger:                        slogPrintf{log},
 	}
-	return &Listener{srv: srv}
+	l := &Listener{srv: srv, conns: map[net.Conn]connInfo{}}
+	srv.ConnState = l.track
+	return l
+}
+
+// track follows connection states so that Shutdown can close idle ones.
+func (l *Listener) track(c net.Conn, st fasthttp.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch st {
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(l.conns, c)
+	default:
+		l.conns[c] = connInfo{state: st, since: time.Now()}
+	}
+}
+
+// closeIdle closes connections between requests, and connections that were
+// accepted over a second ago and have sent nothing (clients dial spare
+// keep-alive connections; fasthttp counts those as active).
+func (l *Listener) closeIdle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c, info := range l.conns {
+		silent := false
+		if tc, ok := c.(*trackedConn); ok {
+			silent = !tc.got.Load() && time.Since(tc.accepted) > time.Second
+		}
+		if info.state == fasthttp.StateIdle || silent {
+			_ = c.Close()
+			delete(l.conns, c)
+		}
+	}
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it returns
 // http.ErrServerClosed after a shutdown.
 func (l *Listener) Serve(ln net.Listener) error {
-	err := l.srv.Serve(ln)
+	err := l.srv.Serve(trackedListener{ln})
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		return http.ErrServerClosed
 	}
@@ -95,13 +136,36 @@ func (l *Listener) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and waits until the requests in
 // progress have finished or ctx is done.
-func (l *Listener) Shutdown(ctx context.Context) error { return l.srv.ShutdownWithContext(ctx) }
+//
+// Keep-alive connections waiting for their next request are closed (fasthttp
+// alone leaves some open until its context ends).
+func (l *Listener) Shutdown(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- l.srv.ShutdownWithContext(ctx) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-tick.C:
+			l.closeIdle()
+		}
+	}
+}
 
 // Close stops accepting connections without waiting for requests in progress.
 func (l *Listener) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := l.srv.ShutdownWithContext(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err := l.srv.ShutdownWithContext(ctx)
+	l.mu.Lock()
+	for c := range l.conns {
+		_ = c.Close()
+		delete(l.conns, c)
+	}
+	l.mu.Unlock()
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
@@ -250,3 +314,29 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 
 // Flush is a no-op: the response is written once the handler returns.
 func (w *responseWriter) Flush() {}
+
+// trackedListener wraps accepted connections in trackedConn.
+type trackedListener struct{ net.Listener }
+
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &trackedConn{Conn: c, accepted: time.Now()}, nil
+}
+
+// trackedConn notes whether the client has sent anything.
+type trackedConn struct {
+	net.Conn
+	accepted time.Time
+	got      atomic.Bool
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.got.Load() {
+		c.got.Store(true)
+	}
+	return n, err
+}

@@ -14,6 +14,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgefleet/edgefleet/ota/wire"
+
+	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
 // DefaultBudget bounds the queue's snapshots on disk: a week of 10-second
@@ -108,6 +110,11 @@ func OpenQueue(path string, budget int64) (*Queue, error) {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("telemetry: %s is in use by another agent", path)
 		}
+		return nil, fmt.Errorf("telemetry: open queue: %w", err)
+	}
+	// bbolt syncs the file but not its name in the folder.
+	if err := durable.SyncParent(path); err != nil {
+		db.Close()
 		return nil, fmt.Errorf("telemetry: open queue: %w", err)
 	}
 	q := &Queue{db: db, budget: budget}

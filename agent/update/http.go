@@ -32,7 +32,8 @@ type Request struct {
 //	POST /v1/updates/{model}/rollback  → Result
 //
 // Updates run to completion even if the client disconnects. Errors are
-// {"error": "..."} with 400 (bad request), 404 (unknown model), 409 (busy,
+// {"error": "...", "code": "..."} (code names the sentinel error, see
+// APIError) with 400 (bad request), 404 (unknown model), 409 (busy,
 // rollback protection, version conflict, nothing to roll back to), 422
 // (refused artifact), 502 (registry), 507 (cache budget) or 500.
 func (u *Updater) Handler() http.Handler {
@@ -84,7 +85,37 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
+	body := map[string]string{"error": err.Error()}
+	if code := codeOf(err); code != "" {
+		body["code"] = code
+	}
+	writeJSON(w, statusOf(err), body)
+}
+
+// sentinels are the errors that keep their identity across HTTP: the
+// handler sends the code of the first one err wraps, and the Client's
+// APIError unwraps to it, so errors.Is works on both sides.
+var sentinels = []struct {
+	code string
+	err  error
+}{
+	{"invalid", ErrInvalid},
+	{"busy", ErrBusy},
+	{"older_version", ErrOlderVersion},
+	{"conflict", ErrConflict},
+	{"no_previous", ErrNoPrevious},
+	{"refused", ErrRefused},
+	{"not_found", models.ErrNotFound},
+	{"no_space", cache.ErrNoSpace},
+}
+
+func codeOf(err error) string {
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			return s.code
+		}
+	}
+	return ""
 }
 
 func statusOf(err error) int {
@@ -120,13 +151,29 @@ func NewClient(base string, hc *http.Client) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), hc: hc}
 }
 
-// APIError is an error answer of the agent.
+// APIError is an error answer of the agent. It unwraps to the package's
+// sentinel error the agent named (ErrBusy, ErrRefused, ErrOlderVersion, …,
+// models.ErrNotFound, cache.ErrNoSpace), so callers test it with
+// errors.Is as they would a local Updater's error.
 type APIError struct {
+	// Code is the HTTP status.
 	Code    int
 	Message string
+	// Kind is the sentinel's code ("busy", "refused", …), "" when none.
+	Kind string
 }
 
 func (e *APIError) Error() string { return fmt.Sprintf("agent: %s (HTTP %d)", e.Message, e.Code) }
+
+// Unwrap returns the sentinel error Kind names, nil when none.
+func (e *APIError) Unwrap() error {
+	for _, s := range sentinels {
+		if s.code == e.Kind {
+			return s.err
+		}
+	}
+	return nil
+}
 
 // Update asks the agent to install ref as model's active version and waits
 // for the result.
@@ -185,11 +232,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
 			Error string `json:"error"`
+			Code  string `json:"code"`
 		}
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return &APIError{Code: resp.StatusCode, Message: e.Error}
+		return &APIError{Code: resp.StatusCode, Message: e.Error, Kind: e.Code}
 	}
 	return json.Unmarshal(b, out)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent"
 	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/config"
+	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
@@ -147,6 +148,9 @@ func TestUpdateRefused(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Code != http.StatusUnprocessableEntity || !strings.Contains(ae.Message, tc.reason) {
 				t.Fatalf("update: %v; want 422 containing %q", err, tc.reason)
 			}
+			if !errors.Is(err, update.ErrRefused) {
+				t.Fatalf("update over HTTP: %v does not match ErrRefused", err)
+			}
 			if k, ver := r.scaleOf(t, "m"); k != 2 || ver != "1" {
 				t.Fatalf("after refusal: ×%g from version %s; version 1 must keep serving", k, ver)
 			}
@@ -205,8 +209,9 @@ func TestRollbackProtection(t *testing.T) {
 		t.Fatalf("update 3 → 2: %v, want ErrOlderVersion", err)
 	}
 	var ae *update.APIError
-	if _, err := r.api.Update(ctx, "m", ref1, update.UpdateOptions{}); !errors.As(err, &ae) || ae.Code != http.StatusConflict {
-		t.Fatalf("update 3 → 1 over HTTP: %v, want 409", err)
+	if _, err := r.api.Update(ctx, "m", ref1, update.UpdateOptions{}); !errors.As(err, &ae) || ae.Code != http.StatusConflict ||
+		!errors.Is(err, update.ErrOlderVersion) || errors.Is(err, update.ErrBusy) {
+		t.Fatalf("update 3 → 1 over HTTP: %v, want 409 matching ErrOlderVersion (only)", err)
 	}
 	if st := r.status(t, "m"); st.Active != "3" || st.Last.Result != update.ResultRefused {
 		t.Fatalf("status: %+v", st)
@@ -362,8 +367,8 @@ func TestUpdateBudget(t *testing.T) {
 	_, before := rs.stats()
 	_, err := r.api.Update(context.Background(), "m", ref2, update.UpdateOptions{})
 	var ae *update.APIError
-	if !errors.As(err, &ae) || ae.Code != http.StatusInsufficientStorage || !strings.Contains(ae.Message, "budget") {
-		t.Fatalf("update over budget: %v, want HTTP 507", err)
+	if !errors.As(err, &ae) || ae.Code != http.StatusInsufficientStorage || !strings.Contains(ae.Message, "budget") || !errors.Is(err, cache.ErrNoSpace) {
+		t.Fatalf("update over budget: %v, want HTTP 507 matching cache.ErrNoSpace", err)
 	}
 	if _, after := rs.stats(); after-before > 4096 {
 		t.Fatalf("%d blob bytes fetched before the budget check", after-before)
@@ -385,11 +390,11 @@ func TestManualRollback(t *testing.T) {
 	mustUpdate(t, r, "m", ref1, update.UpdateOptions{})
 
 	var ae *update.APIError
-	if _, err := r.api.Rollback(ctx, "m"); !errors.As(err, &ae) || ae.Code != http.StatusConflict {
-		t.Fatalf("rollback without a previous version: %v, want 409", err)
+	if _, err := r.api.Rollback(ctx, "m"); !errors.As(err, &ae) || ae.Code != http.StatusConflict || !errors.Is(err, update.ErrNoPrevious) {
+		t.Fatalf("rollback without a previous version: %v, want 409 matching ErrNoPrevious", err)
 	}
-	if _, err := r.api.Rollback(ctx, "nope"); !errors.As(err, &ae) || ae.Code != http.StatusNotFound {
-		t.Fatalf("rollback of an unknown model: %v, want 404", err)
+	if _, err := r.api.Rollback(ctx, "nope"); !errors.As(err, &ae) || ae.Code != http.StatusNotFound || !errors.Is(err, models.ErrNotFound) {
+		t.Fatalf("rollback of an unknown model: %v, want 404 matching models.ErrNotFound", err)
 	}
 	mustUpdate(t, r, "m", ref2, update.UpdateOptions{})
 	for i, want := range []struct {

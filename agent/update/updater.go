@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/edgefleet/edgefleet/agent/cache"
@@ -340,6 +339,20 @@ type job struct {
 	added                       bool              // the version record was created by this job
 	loaded                      bool              // the version was loaded into the manager by this job
 	reject                      bool              // record the manifest as rejected on failure
+
+	// Filled in by the steps (steps.go).
+	opts     UpdateOptions
+	log      *slog.Logger
+	st       map[string]string // the model's state map when the update began
+	repo     *ota.Repository
+	res      *ota.Resolved
+	cfg      *artifact.Config
+	vnum     uint64
+	existing cache.VersionRecord // the version's cache record, if cached before
+	blob     []byte              // the model bytes, read back from the cache
+	cur      string              // the version serving requests without a version
+	prev     string              // the version that becomes previous
+	until    time.Time           // end of the post-activation watch, zero when none
 }
 
 // refused wraps err as a refusal that is recorded against the manifest.
@@ -381,269 +394,6 @@ func (u *Updater) Update(ctx context.Context, model, ref string, o UpdateOptions
 		u.notify(Change{Model: model, Kind: ChangeActivated, Version: res.Version})
 	}
 	return res, nil
-}
-
-func (u *Updater) update(ctx context.Context, j *job, o UpdateOptions, log *slog.Logger) (*Result, error) {
-	model := j.model
-	if s := u.settings(model); s.DefaultVersion != "" {
-		return nil, fmt.Errorf("%w: the agent configuration pins model %q to default_version %q; unset it to update over the air",
-			ErrRefused, model, s.DefaultVersion)
-	}
-	st, err := u.state(model)
-	if err != nil {
-		return nil, err
-	}
-	regOpts := append(slices.Clone(u.reg), ota.WithLogger(log))
-	regOpts = append(regOpts, o.Registry...)
-	// A reference to a variant index resolves to the variant for this
-	// agent's execution providers, by the digest the (verified) index names.
-	regOpts = append(regOpts, ota.WithVariant(u.preference(model)))
-
-	// Resolve the reference to a digest, verifying the signature first when
-	// trust keys are configured; from here on only the digest is used.
-	repo, r, err := ota.ParseReference(j.ref, regOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	var dig name.Digest
-	switch d, isDigest := r.(name.Digest); {
-	case len(u.keys) > 0:
-		v, err := signature.Verify(ctx, j.ref, u.keys, signature.WithRegistry(regOpts...))
-		if errors.Is(err, signature.ErrNoSignature) || errors.Is(err, signature.ErrBadSignature) {
-			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-		}
-		if err != nil {
-			return nil, err
-		}
-		dig = v.Ref
-	case isDigest:
-		dig = d
-	default:
-		if dig, err = repo.Resolve(ctx, r.Identifier()); err != nil {
-			return nil, err
-		}
-	}
-	j.ref, j.digest = dig.String(), dig.DigestStr()
-	if why := st[rejectedPrefix+j.digest]; why != "" && !o.Force {
-		return nil, fmt.Errorf("%w: %s was refused or rolled back before (%s); force to install it anyway", ErrRefused, j.digest, why)
-	}
-	res, err := repo.Inspect(ctx, j.digest)
-	if err != nil {
-		if errors.Is(err, artifact.ErrInvalid) || errors.Is(err, ota.ErrMediaType) || errors.Is(err, ota.ErrTooLarge) {
-			return nil, refused(j, "%v", err)
-		}
-		return nil, err
-	}
-	cfg := res.Config
-	j.version = cfg.Version
-	if res.Variant != nil {
-		log.Info("selected the variant for this agent", "variant", res.Variant.String(), "index", res.Index.Ref.String())
-	}
-	if err := u.checkConfig(model, cfg); err != nil {
-		return nil, refused(j, "%v", err)
-	}
-	vnum, _ := cfg.VersionNumber() // validated by ParseConfig
-	active := st[cache.StateActive]
-	modelDigest := res.Model().Digest.String()
-	existing, err := u.cache.Version(model, cfg.Version)
-	switch {
-	case errors.Is(err, cache.ErrNotFound):
-	case err != nil:
-		return nil, err
-	case existing.Digest != modelDigest:
-		return nil, fmt.Errorf("%w: model %q version %s is cached with other bytes (%s, the artifact has %s); a version number must not be reused",
-			ErrConflict, model, cfg.Version, existing.Digest, modelDigest)
-	case active == cfg.Version:
-		log.Info("artifact is already the active version", "version", cfg.Version)
-		return &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref,
-			Previous: st[cache.StatePrevious], State: ResultAlreadyActive, Precision: existing.Meta[metaPrecision],
-			Variant: existing.Meta[metaVariant]}, nil
-	}
-	// A version an interrupted update catalogued is this job's to remove if
-	// it fails again.
-	j.added = existing.Version != "" && st[cache.StatePending] == cfg.Version && existing.Meta[metaManifest] == j.digest
-	if acc, ok := parseVersion(st[keyAcceptedMax]); ok && vnum < acc && !o.AllowRollback {
-		return nil, fmt.Errorf("%w: version %s < %d; request an explicit rollback to install it", ErrOlderVersion, cfg.Version, acc)
-	}
-
-	// A different update interrupted earlier is dropped first.
-	if pv := st[keyPendingVersion]; pv != "" && (pv != cfg.Version || st[keyPendingDigest] != j.digest) {
-		u.discardPending(model, st, "superseded by "+j.ref)
-		if st, err = u.state(model); err != nil {
-			return nil, err
-		}
-	}
-	j.pending = map[string]string{
-		keyPendingState: StepDownloading, keyPendingRef: j.ref, keyPendingDigest: j.digest,
-		keyPendingVersion: cfg.Version, keyPendingStarted: j.started.UTC().Format(time.RFC3339),
-	}
-	if o.AllowRollback {
-		j.pending[keyPendingRollback] = "true"
-	}
-	if _, err := u.cache.Model(model); err == nil {
-		// The model exists: persist the intent before anything is stored.
-		if err := u.persist(ctx, j, StepDownloading); err != nil {
-			return nil, err
-		}
-	}
-	u.step(model, "resolved")
-
-	// Download the model layer into the cache (resumable, verified).
-	u.step(model, "downloading")
-	if err := fetchModel(ctx, u.cache, repo, res, hookSink{Cache: u.cache, step: func() { u.step(model, "chunk") }}); err != nil {
-		if errors.Is(err, ota.ErrDigestMismatch) || errors.Is(err, ota.ErrTooLarge) || errors.Is(err, ota.ErrMediaType) {
-			return nil, refused(j, "%v", err)
-		}
-		return nil, err
-	}
-	u.step(model, "downloaded")
-
-	u.serving.Lock()
-	defer u.serving.Unlock()
-	if existing.Version == "" {
-		if _, err := u.cache.AddVersion(ctx, model, cfg.Version, versionRecord(res, true)); err != nil {
-			return nil, err
-		}
-		j.added = true
-	}
-	j.pending[cache.StatePending] = cfg.Version
-	if err := u.persist(ctx, j, StepDownloaded); err != nil {
-		return nil, err
-	}
-	u.step(model, "catalogued")
-
-	// Verify: the stored bytes (re-hashed on read) are a model onnxruntime
-	// can load, with the inputs and outputs the config declares.
-	if err := u.initRT(); err != nil {
-		return nil, err
-	}
-	blob, err := u.cache.ReadBlob(ctx, modelDigest)
-	if err != nil {
-		return nil, err
-	}
-	ins, outs, err := runtime.Inspect(blob)
-	if err != nil {
-		return nil, refused(j, "not a model onnxruntime can load: %v", err)
-	}
-	if err := matchSpecs(cfg, ins, outs); err != nil {
-		return nil, refused(j, "%v", err)
-	}
-	if err := u.persist(ctx, j, StepVerified); err != nil {
-		return nil, err
-	}
-	u.step(model, "verified")
-
-	// Warm: create the serving session next to the current default (which
-	// keeps serving), then run the golden vector through it. A model that is
-	// not served yet is checked on a private session instead, so nothing
-	// unverified is ever reachable.
-	settings := u.settings(model)
-	cur := u.currentDefault(model)
-	if cur != "" && cur != cfg.Version {
-		ws := settings
-		ws.DefaultVersion = cur
-		if err := u.load(ctx, model, cfg.Version, ws); err != nil {
-			return nil, refused(j, "creating the session: %v", err)
-		}
-		j.loaded = true
-		if err := checkGolden(cfg.Golden, func(req *models.InferRequest) (*models.InferResponse, error) {
-			return u.models.Infer(ctx, model, cfg.Version, req)
-		}); err != nil {
-			return nil, refused(j, "%v", err)
-		}
-	} else if err := goldenOnSession(blob, settings, cfg.Golden); err != nil {
-		return nil, refused(j, "%v", err)
-	}
-	if err := u.persist(ctx, j, StepWarmed); err != nil {
-		return nil, err
-	}
-	u.step(model, "warmed")
-
-	// Activate: one transaction makes the new version active, keeps the
-	// old one as previous and clears the pending keys.
-	if err := u.persist(ctx, j, StepActivating); err != nil {
-		return nil, err
-	}
-	u.step(model, "activating")
-	prev := active
-	if prev == "" && cur != "" && cur != cfg.Version {
-		if _, err := u.cache.Version(model, cur); err == nil {
-			prev = cur
-		}
-	}
-	if prev == cfg.Version {
-		prev = st[cache.StatePrevious]
-	}
-	th := u.cfg.WatchFor(model)
-	now := u.now()
-	var until time.Time
-	if th.Window > 0 && prev != "" {
-		until = now.Add(th.Window)
-	}
-	acc, _ := parseVersion(st[keyAcceptedMax])
-	commit := map[string]string{
-		cache.StateActive: cfg.Version, cache.StatePrevious: prev,
-		keyAcceptedMax: strconv.FormatUint(max(acc, vnum), 10), keyActiveRef: j.ref,
-		keyWatch: "", keyWatchUntil: "",
-		keyLastResult: ResultActive, keyLastReason: "", keyLastVersion: cfg.Version, keyLastDigest: j.digest,
-		keyLastTime: now.UTC().Format(time.RFC3339),
-	}
-	for _, k := range pendingKeys {
-		commit[k] = ""
-	}
-	if !until.IsZero() {
-		commit[keyWatch], commit[keyWatchUntil] = cfg.Version, until.UTC().Format(time.RFC3339Nano)
-		commit[keyLastResult] = ResultWatching
-	}
-	var prevProvider string
-	if prev != "" {
-		prevProvider = u.provider(model, prev)
-	}
-	baseline := u.obs.snapshot(model, prev)
-	if err := u.cache.SetModelStates(ctx, model, commit); err != nil {
-		return nil, err
-	}
-	j.persisted = false // the pending keys are gone with the commit
-	u.step(model, "activated")
-
-	// Switch what requests without a version get. The manager swaps the
-	// default under its lock: in-flight requests finish on the version they
-	// started on, new ones go to the new version.
-	ss := settings
-	ss.DefaultVersion = cfg.Version
-	var switchErr error
-	if j.loaded {
-		switchErr = u.makeDefault(ctx, model, cfg.Version, ss)
-	} else {
-		switchErr = u.load(ctx, model, cfg.Version, ss)
-		j.loaded = switchErr == nil
-	}
-	if switchErr != nil {
-		revert := map[string]string{cache.StateActive: active, cache.StatePrevious: st[cache.StatePrevious],
-			keyAcceptedMax: st[keyAcceptedMax], keyActiveRef: st[keyActiveRef], keyWatch: "", keyWatchUntil: ""}
-		if err := u.cache.SetModelStates(context.WithoutCancel(ctx), model, revert); err != nil {
-			log.Error("could not restore the active version after a failed switch", "err", err)
-		}
-		return nil, fmt.Errorf("switching to version %s: %w", cfg.Version, switchErr)
-	}
-	u.obs.setDefault(model, cfg.Version)
-	u.step(model, "switched")
-	if u.reconcile != nil {
-		if err := u.reconcile(ctx, model); err != nil {
-			log.Warn("version policy not fully applied after activation", "err", err)
-		}
-	}
-	out := &Result{Model: model, Version: cfg.Version, Digest: j.digest, Ref: j.ref, Previous: prev, State: ResultActive,
-		Precision: string(cfg.Precision)}
-	if res.Variant != nil {
-		out.Variant = res.Variant.Ref.DigestStr()
-	}
-	if !until.IsZero() {
-		out.State, out.WatchUntil = ResultWatching, until
-		u.startWatch(model, cfg.Version, prev, until, baseline, prevProvider)
-	}
-	u.step(model, "done")
-	return out, nil
 }
 
 // abandon undoes what a failed job left: the pending keys, the version it

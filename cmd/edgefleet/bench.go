@@ -44,6 +44,7 @@ func newBenchServingCmd() *cobra.Command {
 	f.IntVar(&o.Cycles, "cycles", 0, "load/unload cycles of --swap-model (or --model) for the RSS growth row")
 	f.StringVar(&o.BaselineExe, "baseline", "", "another edgefleet binary to measure in the same run (before/after table)")
 	f.StringVar(&o.Goals, "goals", "", "goal table to evaluate: digits or ocr")
+	f.IntVar(&o.Rounds, "rounds", 1, "run every row this many times, interleaved, and report medians")
 	return cmd
 }
 

@@ -27,7 +27,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.SetVersionTemplate("edgefleet version {{.Version}} (" + flavor + ")\n")
 	agentCmd := newAgentCmd(g)
-	root.AddCommand(agentCmd, newModelCmd(g))
+	root.AddCommand(agentCmd, newModelCmd(g), newHealthCmd())
 	addFullCommands(root, agentCmd, g)
 	return root
 }

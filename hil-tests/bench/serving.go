@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -61,6 +62,8 @@ type ServingOptions struct {
 	BaselineExe string
 	// Goals selects the goal table printed after the measurements.
 	Goals string
+	// Rounds repeats every row; the table reports each metric's median. 0 means 1.
+	Rounds int
 	// Stdout receives the report as it is produced; nil means os.Stdout.
 	Stdout io.Writer
 }
@@ -77,6 +80,9 @@ func (o *ServingOptions) defaults() error {
 	}
 	if o.NodeScript == "" {
 		o.NodeScript = filepath.Join("hil-tests", "nodepeer", "server.js")
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 1
 	}
 	if o.BatchMax == 0 {
 		o.BatchMax = 16
@@ -202,35 +208,56 @@ func Serving(ctx context.Context, o ServingOptions) error {
 	pr("CPU per inference is the server process's CPU time (user + system, /proc/PID/stat; all processes of a Node.js " +
 		"cluster) during the measured phase divided by the requests served; for in-process onnxruntime it is the bench " +
 		"process's own. The load generator runs on the same machine and competes for its CPUs.\n\n")
+	if o.Rounds > 1 {
+		pr("Each row is the median of %d rounds (all rows run once per round, agent, baseline and Node.js rows of "+
+			"a kind next to each other); errors are summed.\n\n", o.Rounds)
+	}
 	pr("| target | c | CPU per inference | p50 | p99 | req/s | errors |\n|---|---|---|---|---|---|---|\n")
 	results := map[string]loadgen.Result{}
 	key := func(name string, c int) string { return name + "@" + strconv.Itoa(c) }
 	for _, cc := range o.Concurrency {
-		opts := loadgen.Options{Concurrency: cc, Duration: o.Duration, Warmup: 50}
-		row := func(r loadgen.Result) {
-			results[key(r.Name, cc)] = r
-			pr("| %s | %d | %s | %s | %s | %.0f | %d |\n", r.Name, cc, us(r.CPUPerRequest), us(r.P50), us(r.P99), r.Throughput, r.Errors)
-			if r.FirstError != nil {
-				fmt.Fprintf(os.Stderr, "%s: first error: %v\n", r.Name, r.FirstError)
-			}
+		type job struct {
+			name   string
+			target loadgen.Target
+			cpu    func() time.Duration
 		}
-		row(loadgen.Run(ctx, "in-process onnxruntime", inproc, opts))
-		for _, a := range agents {
-			aopts := opts
-			pid := a.proc.cmd.Process.Pid
-			aopts.ServerCPU = func() time.Duration { return loadgen.ProcessCPU(pid) }
-			for _, t := range a.targets {
-				if t.batched && cc == 1 {
-					continue
+		// Agent, baseline and Node.js rows of the same kind run next to each
+		// other, so that load from elsewhere on the machine hits them alike.
+		jobs := []job{{name: targetInProcess, target: inproc}}
+		for i := range main.targets {
+			if main.targets[i].batched && cc == 1 {
+				continue
+			}
+			for _, a := range agents {
+				pid := a.proc.cmd.Process.Pid
+				jobs = append(jobs, job{a.label + " " + a.targets[i].name, a.targets[i].target,
+					func() time.Duration { return loadgen.ProcessCPU(pid) }})
+			}
+			if main.targets[i].name == TargetRESTJSON {
+				for _, np := range nodePeers {
+					pgid := np.cmd.Process.Pid
+					jobs = append(jobs, job{np.name, np.target, func() time.Duration { return loadgen.GroupCPU(pgid) }})
 				}
-				row(loadgen.Run(ctx, a.label+" "+t.name, t.target, aopts))
 			}
 		}
-		for _, np := range nodePeers {
-			nopts := opts
-			pgid := np.cmd.Process.Pid
-			nopts.ServerCPU = func() time.Duration { return loadgen.GroupCPU(pgid) }
-			row(loadgen.Run(ctx, np.name, np.target, nopts))
+		runs := map[string][]loadgen.Result{}
+		for round := range o.Rounds {
+			for _, j := range jobs {
+				opts := loadgen.Options{Concurrency: cc, Duration: o.Duration, Warmup: 50, ServerCPU: j.cpu}
+				if round > 0 {
+					opts.Warmup = 5
+				}
+				r := loadgen.Run(ctx, j.name, j.target, opts)
+				if r.FirstError != nil {
+					fmt.Fprintf(os.Stderr, "%s: first error: %v\n", r.Name, r.FirstError)
+				}
+				runs[j.name] = append(runs[j.name], r)
+			}
+		}
+		for _, j := range jobs {
+			r := medianResult(runs[j.name])
+			results[key(j.name, cc)] = r
+			pr("| %s | %d | %s | %s | %s | %.0f | %d |\n", r.Name, cc, us(r.CPUPerRequest), us(r.P50), us(r.P99), r.Throughput, r.Errors)
 		}
 	}
 	get := func(name string, c int) (loadgen.Result, bool) {
@@ -734,4 +761,34 @@ func grpcLiveTarget(g *v2client.GRPC) loadgen.Target {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// medianResult combines the rounds of one row: the median of each metric,
+// errors summed.
+func medianResult(rs []loadgen.Result) loadgen.Result {
+	if len(rs) == 0 {
+		return loadgen.Result{}
+	}
+	out := rs[0]
+	med := func(f func(loadgen.Result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out.CPUPerRequest = time.Duration(med(func(r loadgen.Result) float64 { return float64(r.CPUPerRequest) }))
+	out.P50 = time.Duration(med(func(r loadgen.Result) float64 { return float64(r.P50) }))
+	out.P99 = time.Duration(med(func(r loadgen.Result) float64 { return float64(r.P99) }))
+	out.Throughput = med(func(r loadgen.Result) float64 { return r.Throughput })
+	out.Requests, out.Errors = 0, 0
+	for _, r := range rs {
+		out.Requests += r.Requests
+		out.Errors += r.Errors
+	}
+	return out
 }

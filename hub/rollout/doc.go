@@ -21,10 +21,10 @@
 // the same bytes whatever the tag does later. Each wave takes devices in
 // until it covers its share of the devices the selector matches (at least
 // one more per wave): online devices first, then in a stable random order
-// (a hash of rollout and device id). Taking a device in is one bbolt
-// transaction that records the device's previous desired model and sets
-// the new one (registry.UpdateDesiredTx); the new desired state is
-// published after the commit.
+// (a hash of rollout and device id). Taking a device in is one store
+// transaction (Store.Update: bbolt by default, PostgreSQL in cluster mode)
+// that records the device's previous desired model and sets the new one
+// (Tx.UpdateDesired); the new desired state is published after the commit.
 //
 // Devices report through the shadow service; Run evaluates the rollouts on
 // each report (at most every 20 ms; agents report every local state change

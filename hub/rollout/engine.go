@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/edgefleet/edgefleet/hub/registry"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
@@ -299,11 +297,11 @@ func (m *Manager) assign(ctx context.Context, rn *run, order []string, target, w
 		added []*Device
 		pubs  []wire.DesiredState
 	)
-	err := m.opts.DB.Update(func(tx *bolt.Tx) error {
+	err := m.opts.Store.Update(ctx, func(tx Tx) error {
 		added, pubs = added[:0], pubs[:0]
 		for _, id := range pick {
 			var prev *wire.DesiredModel
-			ds, changed, err := m.opts.Registry.UpdateDesiredTx(tx, id, func(models map[string]wire.DesiredModel) error {
+			ds, changed, err := tx.UpdateDesired(id, func(models map[string]wire.DesiredModel) error {
 				if cur, ok := models[spec.Model]; ok {
 					prev = &cur
 				}
@@ -319,7 +317,7 @@ func (m *Manager) assign(ctx context.Context, rn *run, order []string, target, w
 			b := base[id]
 			d := &Device{ID: id, Wave: wave, Phase: PhaseUpdating, Previous: prev, PrevVersion: b.version, PrevDigest: b.digest,
 				PrevP99Ms: b.p99, PrevSamples: b.samples, PrevFallbacks: b.fallbacks, Revision: ds.Revision, Assigned: now}
-			if err := putDevice(tx, rn.r.ID, d); err != nil {
+			if err := tx.PutDevice(rn.r.ID, d); err != nil {
 				return err
 			}
 			added = append(added, d)
@@ -425,7 +423,7 @@ func (m *Manager) revert(ctx context.Context, rn *run, now time.Time) ([]wire.De
 	}
 	results := map[string]result{}
 	var pubs []wire.DesiredState
-	err := m.opts.DB.Update(func(tx *bolt.Tx) error {
+	err := m.opts.Store.Update(ctx, func(tx Tx) error {
 		clear(results)
 		pubs = pubs[:0]
 		for _, d := range todo {
@@ -434,7 +432,7 @@ func (m *Manager) revert(ctx context.Context, rn *run, now time.Time) ([]wire.De
 				prev = &wire.DesiredModel{Ref: repo + "@" + d.PrevDigest, Digest: d.PrevDigest, Version: d.PrevVersion}
 			}
 			res := result{phase: PhaseReverting}
-			ds, changed, err := m.opts.Registry.UpdateDesiredTx(tx, d.ID, func(models map[string]wire.DesiredModel) error {
+			ds, changed, err := tx.UpdateDesired(d.ID, func(models map[string]wire.DesiredModel) error {
 				if cur, ok := models[spec.Model]; !ok || cur.Rollout != rn.r.ID {
 					res = result{phase: PhaseReverted, err: "desired state changed by someone else since; left alone"}
 					return nil

@@ -30,10 +30,10 @@ var (
 )
 
 // Registry is what the manager needs of the device registry;
-// *registry.Registry implements it.
+// *registry.Registry implements it (and TxRegistry, for the default
+// BoltStore).
 type Registry interface {
 	List(ctx context.Context, sel registry.Selector) ([]registry.Device, error)
-	UpdateDesiredTx(tx *bolt.Tx, id string, fn func(models map[string]wire.DesiredModel) error) (wire.DesiredState, bool, error)
 }
 
 // Shadow publishes desired states and tells what devices report;
@@ -54,9 +54,13 @@ type Artifact struct {
 // Resolver resolves an OCI reference when a rollout is created.
 type Resolver func(ctx context.Context, ref string) (Artifact, error)
 
-// Options configure a Manager. DB, Registry and Shadow are required.
+// Options configure a Manager. Registry, Shadow and either Store or DB
+// are required.
 type Options struct {
-	// DB is the hub's database; the manager keeps its buckets there.
+	// Store keeps the rollouts; nil means a BoltStore on DB, with
+	// Registry (then also a TxRegistry) changing desired states.
+	Store Store
+	// DB is the hub's database, for the default BoltStore.
 	DB       *bolt.DB
 	Registry Registry
 	Shadow   Shadow
@@ -152,8 +156,19 @@ func (rn *run) touch(d *Device) { rn.dirty[d.ID] = true }
 // New loads the rollouts from opts.DB and subscribes to device events. Call
 // Run to drive them.
 func New(opts Options) (*Manager, error) {
-	if opts.DB == nil || opts.Registry == nil || opts.Shadow == nil {
-		return nil, errors.New("rollout: DB, Registry and Shadow are required")
+	if (opts.Store == nil && opts.DB == nil) || opts.Registry == nil || opts.Shadow == nil {
+		return nil, errors.New("rollout: Store or DB, Registry and Shadow are required")
+	}
+	if opts.Store == nil {
+		txr, ok := opts.Registry.(TxRegistry)
+		if !ok {
+			return nil, errors.New("rollout: the bbolt store needs a registry with UpdateDesiredTx")
+		}
+		bs, err := NewBoltStore(opts.DB, txr)
+		if err != nil {
+			return nil, err
+		}
+		opts.Store = bs
 	}
 	if opts.Tick <= 0 {
 		opts.Tick = time.Second
@@ -168,10 +183,7 @@ func New(opts Options) (*Manager, error) {
 	if m.now == nil {
 		m.now = time.Now
 	}
-	if err := createBuckets(opts.DB); err != nil {
-		return nil, fmt.Errorf("rollout: %w", err)
-	}
-	runs, err := load(opts.DB)
+	runs, err := load(context.Background(), opts.Store)
 	if err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
 	}
@@ -325,7 +337,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	if err := m.opts.DB.Update(func(tx *bolt.Tx) error { return putRollout(tx, r) }); err != nil {
+	if err := m.opts.Store.Update(ctx, func(tx Tx) error { return tx.PutRollout(r) }); err != nil {
 		return Status{}, fmt.Errorf("rollout: %w", err)
 	}
 	m.runs[r.ID] = rn
@@ -465,7 +477,7 @@ func (m *Manager) flush() error {
 	if !dirty {
 		return nil
 	}
-	err := m.opts.DB.Update(func(tx *bolt.Tx) error {
+	err := m.opts.Store.Update(context.Background(), func(tx Tx) error {
 		for _, rn := range m.runs {
 			if err := flushRun(tx, rn); err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/hubdb"
 	"github.com/edgefleet/edgefleet/hub/registry"
+	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/hub/store"
 	"github.com/edgefleet/edgefleet/hub/store/storetest"
 )
@@ -38,4 +39,21 @@ func newRegistry(t *testing.T, db *bolt.DB) *registry.Registry {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestBoltRollouts runs the rollout store checks on the bbolt store.
+func TestBoltRollouts(t *testing.T) {
+	storetest.RunRollouts(t, func(t *testing.T) (rollout.Store, store.Registry) {
+		db, err := hubdb.Open(filepath.Join(t.TempDir(), "hub.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		reg := newRegistry(t, db)
+		rs, err := rollout.NewBoltStore(db, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs, reg
+	})
 }

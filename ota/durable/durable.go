@@ -14,8 +14,10 @@ package durable
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -69,6 +71,39 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// SyncParent fsyncs the folder holding path, after path was created or
+// renamed there (bbolt's Open creates its file without it).
+func SyncParent(path string) error { return SyncDir(filepath.Dir(path)) }
+
+// MkdirAll is os.MkdirAll that also makes the folders it created
+// durable: each one's entry in its parent is fsynced. Without it a power
+// cut can take a freshly created data folder, and everything synced in
+// it, away (found by hil-tests' power-cut scenario).
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for p := dir; ; {
+		if _, err := os.Stat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break // exists, or os.MkdirAll reports the error
+		}
+		missing = append(missing, p)
+		parent := filepath.Dir(p)
+		if parent == p {
+			break
+		}
+		p = parent
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- { // top down
+		if err := SyncParent(missing[i]); err != nil {
+			return err
+		}
 	}
 	return nil
 }

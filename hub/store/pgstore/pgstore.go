@@ -17,6 +17,8 @@
 //	reported(id → devices, doc)                 wire.ReportedState
 //	revoked_certs(serial, device, at)           revoked or superseded certificates
 //	enroll_tokens(hash, doc, expires)           enroll.Token, keyed by the secret's SHA-256
+//	rollouts(id, doc)                           rollout.Rollout
+//	rollout_devices(rollout → rollouts, id, doc) rollout.Device
 //
 // # Migrations
 //
@@ -84,6 +86,17 @@ var migrations = []string{
 	ALTER TABLE enroll_tokens ALTER COLUMN expires SET NOT NULL;
 	CREATE INDEX enroll_tokens_expires ON enroll_tokens (expires);
 	CREATE INDEX devices_labels ON devices USING gin ((doc->'labels'));`,
+	// 3: rollouts and their devices (rollout.Store).
+	`CREATE TABLE rollouts (
+		id  text PRIMARY KEY,
+		doc jsonb NOT NULL
+	);
+	CREATE TABLE rollout_devices (
+		rollout text NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
+		id      text NOT NULL,
+		doc     jsonb NOT NULL,
+		PRIMARY KEY (rollout, id)
+	);`,
 }
 
 // Version is the schema version this hub migrates to.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/hub/registry"
+	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/hub/store"
 	"github.com/edgefleet/edgefleet/hub/store/pgstore"
 	"github.com/edgefleet/edgefleet/hub/store/storetest"
@@ -39,6 +40,15 @@ func TestConformance(t *testing.T) {
 		s := open(t, dsn)
 		return storetest.Backend{Registry: s, Tokens: s.Tokens(),
 			Replica: func(t *testing.T) store.Registry { return open(t, dsn) }}
+	})
+}
+
+// TestRollouts runs the rollout store checks on PostgreSQL.
+func TestRollouts(t *testing.T) {
+	srv := testenv.SharedPostgres(t)
+	storetest.RunRollouts(t, func(t *testing.T) (rollout.Store, store.Registry) {
+		s := open(t, srv.DB(t))
+		return s.Rollouts(), s
 	})
 }
 

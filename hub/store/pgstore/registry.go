@@ -132,35 +132,47 @@ func (s *Store) RevokedCerts(ctx context.Context) ([]registry.RevokedCert, error
 // UpdateDesired changes a device's desired models with fn (see
 // registry.NextDesired). Revoked devices refuse.
 func (s *Store) UpdateDesired(ctx context.Context, id string, fn func(models map[string]wire.DesiredModel) error) (ds wire.DesiredState, changed bool, err error) {
-	_, err = s.update(ctx, id, func(tx pgx.Tx, d *registry.Device) error {
-		if d.Revoked {
-			return fmt.Errorf("%s: %w", id, registry.ErrRevoked)
-		}
-		cur, err := getDesired(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		next, ch, err := registry.NextDesired(cur, id, s.now().UTC(), fn)
-		if err != nil {
-			return err
-		}
-		if !ch {
-			ds = cur
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO desired (id, revision, doc) VALUES ($1, $2, $3)
-			ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, doc = excluded.doc`,
-			id, next.Revision, next); err != nil {
-			return err
-		}
-		d.DesiredRevision = next.Revision
-		ds, changed = next, true
-		return nil
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		ds, changed, err = s.updateDesiredTx(ctx, tx, id, fn)
+		return err
 	})
+	if err != nil {
+		return wire.DesiredState{}, false, wrap(err)
+	}
+	return ds, changed, nil
+}
+
+// updateDesiredTx is UpdateDesired inside tx (rollouts change desired
+// states in their own transactions).
+func (s *Store) updateDesiredTx(ctx context.Context, tx pgx.Tx, id string, fn func(models map[string]wire.DesiredModel) error) (ds wire.DesiredState, changed bool, err error) {
+	d, err := getDevice(ctx, tx, id, true)
 	if err != nil {
 		return wire.DesiredState{}, false, err
 	}
-	return ds, changed, nil
+	if d.Revoked {
+		return wire.DesiredState{}, false, fmt.Errorf("%s: %w", id, registry.ErrRevoked)
+	}
+	cur, err := getDesired(ctx, tx, id)
+	if err != nil {
+		return wire.DesiredState{}, false, err
+	}
+	next, ch, err := registry.NextDesired(cur, id, s.now().UTC(), fn)
+	if err != nil {
+		return wire.DesiredState{}, false, err
+	}
+	if !ch {
+		return cur, false, nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO desired (id, revision, doc) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, doc = excluded.doc`,
+		id, next.Revision, next); err != nil {
+		return wire.DesiredState{}, false, err
+	}
+	d.DesiredRevision = next.Revision
+	if err := putDevice(ctx, tx, d); err != nil {
+		return wire.DesiredState{}, false, err
+	}
+	return next, true, nil
 }
 
 // SetDesired replaces a device's desired models; see UpdateDesired.
