@@ -17,7 +17,7 @@ import (
 
 // matrix is the values the chart is linted and rendered with.
 var matrix = map[string]map[string]any{
-	"defaults": {},
+	"defaults":                 {},
 	"cert-manager self-signed": {"injector": map[string]any{"certManager": map[string]any{"enabled": true}}},
 	"cert-manager issuer, Ignore, excluded namespaces": {"injector": map[string]any{
 		"failurePolicy": "Ignore", "excludeNamespaces": []any{"monitoring", "istio-system"},
