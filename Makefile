@@ -68,7 +68,7 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
-	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hil-tests/fleetsim/
 	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
 
@@ -127,7 +127,7 @@ gpu-check:
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:
 	@mkdir -p bench-results
-	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./hil-tests/fleetsim/
 
 # Daemonless OCI images (deploy/images): OCI layouts in dist/images/, digests and sizes printed.
 images: deps-apt deps
