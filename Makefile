@@ -68,10 +68,9 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
-	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hil-tests/fleetsim/
 	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
-	$(GO) vet -tags failover ./hub/store/pgstore/
 
 test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -112,12 +111,12 @@ $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
 BENCH_BASELINE ?=
 bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits \
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits --rounds 3 --duration 1500ms \
 	  --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --swap-model agent/testdata/digits/transformer.onnx --cycles 100 $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,2 --goals ocr --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --concurrency 1,2 --goals ocr --rounds 3 --duration 1500ms --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
@@ -135,7 +134,7 @@ gpu-check:
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:
 	@mkdir -p bench-results
-	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./hil-tests/fleetsim/
 
 # Daemonless OCI images (deploy/images): OCI layouts in dist/images/, digests and sizes printed.
 images: deps-apt deps
