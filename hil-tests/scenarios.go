@@ -81,11 +81,18 @@ func (s *suite) baseline(ctx context.Context) error {
 }
 
 // recover puts the fleet back after a scenario: clean links, agents
-// running, the hub up.
+// running, the hub up, no rollout left running.
 func (s *suite) recover(ctx context.Context) error {
 	if s.f.hubCmd == nil {
 		if err := s.f.startHub(ctx); err != nil {
 			return err
+		}
+	}
+	if ros, err := s.f.api.Rollouts(ctx); err == nil {
+		for _, ro := range ros {
+			if !rollout.Final(ro.State) {
+				_, _ = s.f.api.RolloutAction(ctx, ro.ID, "abort")
+			}
 		}
 	}
 	for _, d := range s.f.devs {
@@ -742,8 +749,12 @@ func (s *suite) s6Restarts(ctx context.Context, r *Result) error {
 	if st.State == rollout.StateCompleted {
 		return errors.New("the rollout completed while half the fleet was cut off")
 	}
-	if err := s.f.WaitActive(ctx, kept, art.Version, time.Minute); err != nil {
-		return fmt.Errorf("reachable half: %w", err)
+	// The hub picks the first wave; a cut device in it holds the rollout,
+	// so the reachable half is only required to serve, not to update.
+	for _, d := range kept {
+		if _, err := d.Infer(ctx); err != nil {
+			return fmt.Errorf("reachable half: %w", err)
+		}
 	}
 	for _, d := range cut {
 		if st, err := d.Status(ctx); err == nil && st.Active == art.Version {
