@@ -20,7 +20,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
+.PHONY: k8s-apiserver all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
 
 all: build
 
@@ -76,13 +76,19 @@ test: deps-apt deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=30000x
 
+# kube-apiserver v1.37.2 built from the Go module proxy (deploy/k8s/tools pins
+# k8s.io/kubernetes) into .deps/k8s for the sidecar's API-server test; about
+# 1300 CPU-seconds cold, so it stays out of `make test`.
+k8s-apiserver:
+	deploy/k8s/build-apiserver.sh
+
 # A count (30000x) rather than a duration in `make test`: a time-boxed fuzz
 # run on a loaded 2-core machine can end with a spurious "context deadline
 # exceeded" from the fuzzing coordinator.
 FUZZTIME ?= 30s
 fuzz:
-	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub | sed 's/func //' | sort -u); do \
-	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub | head -1 | xargs dirname); \
+	@set -e; for t in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' agent ota hub sidecar | sed 's/func //' | sort -u); do \
+	  pkg=$$(grep -rlE "^func $$t\(" --include='*_test.go' agent ota hub sidecar | head -1 | xargs dirname); \
 	  echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
 	done

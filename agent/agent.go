@@ -161,7 +161,9 @@ func (a *Agent) Models() *models.Manager { return a.models }
 // Handler returns the agent's HTTP handler (REST API and /metrics).
 func (a *Agent) Handler() http.Handler { return a.handler }
 
-// Ready is closed once Run has loaded the cached models and is listening.
+// Ready is closed once Run has loaded the cached models and is listening
+// (start models may still be installing: /v2/health/ready says when they
+// are warm).
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Addr returns the bound address of a listener ("http", "grpc", "unix") once Ready.
@@ -256,7 +258,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var servers []*httpapi.Listener
 	errc := make(chan error, 4)
-	serveHTTP := func(name, network, addr string) error {
+	serveHTTP := func(name, network, addr string, h http.Handler) error {
 		if network == "unix" {
 			_ = os.Remove(addr)
 		}
@@ -264,7 +266,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("listening for %s on %s: %w", name, addr, err)
 		}
-		srv := httpapi.NewListener(a.handler, httpapi.ListenerOptions{Logger: a.log})
+		if network == "unix" && a.cfg.UnixMode != 0 {
+			if err := os.Chmod(addr, a.cfg.UnixMode.Perm()); err != nil {
+				_ = ln.Close()
+				return fmt.Errorf("socket %s: %w", addr, err)
+			}
+		}
+		srv := httpapi.NewListener(h, httpapi.ListenerOptions{Logger: a.log})
 		servers = append(servers, srv)
 		a.setAddr(name, ln.Addr())
 		a.log.Info("serving REST", "listener", name, "addr", ln.Addr().String())
@@ -281,12 +289,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	if a.cfg.HTTP != "off" {
-		if err := serveHTTP("http", "tcp", a.cfg.HTTP); err != nil {
+		if err := serveHTTP("http", "tcp", a.cfg.HTTP, a.handler); err != nil {
 			return err
 		}
 	}
 	if a.cfg.Unix != "" {
-		if err := serveHTTP("unix", "unix", a.cfg.Unix); err != nil {
+		if err := serveHTTP("unix", "unix", a.cfg.Unix, a.handler); err != nil {
+			stopAll()
+			return err
+		}
+	}
+	if a.cfg.Health != "" {
+		if err := serveHTTP("health", "tcp", a.cfg.Health, healthOnly(a.handler)); err != nil {
 			stopAll()
 			return err
 		}
@@ -305,11 +319,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	a.models.SetReady(true)
-	a.grpcAPI.SyncHealth()
+	// With start models the agent reports ready only once every one is warm
+	// (a pod's startup probe holds its application back until then).
+	var startDone chan error
+	if len(a.cfg.StartModels) == 0 {
+		a.models.SetReady(true)
+		a.grpcAPI.SyncHealth()
+	}
 	close(a.ready)
 	notify(a.log, readyStatus(len(a.models.Index())))
 	a.updater.Start(ctx)
+	if len(a.cfg.StartModels) > 0 {
+		startDone = make(chan error, 1)
+		go func() { startDone <- a.installStartModels(ctx) }()
+	}
 	// Telemetry outlives the drain below, so its last snapshot counts
 	// the last requests.
 	telCtx, stopTel := context.WithCancel(context.WithoutCancel(ctx))
@@ -338,6 +361,16 @@ serve:
 		case <-wdog:
 			a.models.Index() // takes the manager's lock: a wedged manager starves the watchdog
 			notify(a.log, daemon.SdNotifyWatchdog)
+		case err := <-startDone:
+			startDone = nil
+			if err != nil {
+				if ctx.Err() == nil {
+					runErr = err
+				}
+				break serve
+			}
+			a.models.SetReady(true)
+			a.grpcAPI.SyncHealth()
 		}
 	}
 	notify(a.log, daemon.SdNotifyStopping)

@@ -62,6 +62,15 @@ type Config struct {
 	GRPC string `yaml:"grpc"`
 	// Unix, when set, also serves REST on this unix socket path.
 	Unix string `yaml:"unix"`
+	// UnixMode, when set, is the socket's permission bits (e.g. 0o666 to let
+	// every user of a pod's shared emptyDir connect); zero keeps the umask's.
+	UnixMode os.FileMode `yaml:"unix_mode"`
+	// Health, when set, is a listener that serves only /v2/health/live,
+	// /v2/health/ready and /metrics (kubelet probes and Prometheus reach a
+	// pod's IP, while the API stays on loopback).
+	Health string `yaml:"health"`
+	// StartModels are installed over the air at start; see StartModel.
+	StartModels []StartModel `yaml:"start_models"`
 	// MaxBodyBytes bounds request bodies (REST) and messages (gRPC); zero means DefaultMaxBodyBytes.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
 	// JSONNonFinite chooses how REST v2 JSON responses write NaN and ±Inf
@@ -181,6 +190,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Update.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateStart(c.StartModels); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Telemetry.Validate(); err != nil {

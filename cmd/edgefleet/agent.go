@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +19,9 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		flags   config.Config
 		check   bool
 		labels  []string
+		models  []string
+		keys    []string
+		mode    string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -28,9 +33,16 @@ loopback by default (sidecar use). SIGTERM drains in-flight requests.
 
 With --hub and --token the agent enrolls with a hub once (its identity stays
 in <data>/fleet, so later starts need neither), then installs the models its
-desired state names over the air and reports their state and health.`,
+desired state names over the air and reports their state and health.
+
+With --model NAME=REF (repeatable) the agent installs the artifact REF as
+model NAME when it starts, through the same verified, resumable update path
+(signatures checked with --trust-key), and reports ready on
+/v2/health/ready only once every named model is warm: the pod sidecar's way
+of receiving its models (see 'edgefleet sidecar').`,
 		Example: `  edgefleet model import --data /var/lib/edgefleet --name digits-cnn cnn.onnx
   edgefleet agent --data /var/lib/edgefleet --http 127.0.0.1:8080 --grpc 127.0.0.1:8081
+  edgefleet agent --data /tmp/edgefleet --model digits=registry.example/models/digits:1 --trust-key cosign.pub
   edgefleet agent --data /var/lib/edgefleet --hub https://hub.example:7443 --token <token> --labels site=berlin,gpu=true`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -47,6 +59,28 @@ desired state names over the air and reports their state and health.`,
 			override(fs, "http", &cfg.HTTP, flags.HTTP)
 			override(fs, "grpc", &cfg.GRPC, flags.GRPC)
 			override(fs, "unix", &cfg.Unix, flags.Unix)
+			override(fs, "health", &cfg.Health, flags.Health)
+			if fs.Changed("unix-mode") {
+				m, err := strconv.ParseUint(mode, 8, 32)
+				if err != nil || m > 0o777 {
+					return fmt.Errorf("--unix-mode %q: want octal permission bits such as 0660", mode)
+				}
+				cfg.UnixMode = os.FileMode(m)
+			}
+			for _, m := range models {
+				sm, err := config.ParseStartModel(m)
+				if err != nil {
+					return err
+				}
+				cfg.StartModels = append(cfg.StartModels, sm)
+			}
+			if fs.Changed("trust-key") {
+				cfg.Update.TrustKeys = keys
+			}
+			var err error
+			if cfg.Update.TrustKeys, err = config.ExpandKeyPaths(cfg.Update.TrustKeys); err != nil {
+				return err
+			}
 			override(fs, "max-body", &cfg.MaxBodyBytes, flags.MaxBodyBytes)
 			override(fs, "cache-budget", &cfg.CacheBudget, flags.CacheBudget)
 			override(fs, "drain-timeout", &cfg.DrainTimeout, flags.DrainTimeout)
@@ -96,6 +130,10 @@ desired state names over the air and reports their state and health.`,
 	f.StringVar(&flags.HTTP, "http", config.DefaultHTTP, `REST listen address ("off" to disable)`)
 	f.StringVar(&flags.GRPC, "grpc", config.DefaultGRPC, `gRPC listen address ("off" to disable)`)
 	f.StringVar(&flags.Unix, "unix", "", "also serve REST on this unix socket")
+	f.StringVar(&mode, "unix-mode", "", "permission bits of the --unix socket, octal (e.g. 0666 for a pod's shared emptyDir)")
+	f.StringVar(&flags.Health, "health", "", "also serve only /v2/health/* and /metrics on this address (kubelet probes)")
+	f.StringArrayVar(&models, "model", nil, "install the artifact REF as model NAME at start, NAME=REF (repeatable); ready once all are warm")
+	f.StringSliceVar(&keys, "trust-key", nil, "PEM public key file, or a folder of them, to verify artifacts with (repeatable)")
 	flags.MaxBodyBytes = config.DefaultMaxBodyBytes
 	f.Var(&flags.MaxBodyBytes, "max-body", "largest request body / gRPC message (e.g. 64MiB)")
 	f.Var(&flags.CacheBudget, "cache-budget", "disk budget of the model cache (e.g. 2GiB; 0 = unlimited)")

@@ -9,8 +9,8 @@ const flavor = "full"
 
 // addFullCommands adds the commands the agent-only build leaves out: the
 // hub and its administration, the quantizer, the benchmarks and the fleet
-// simulator.
+// simulator, and the sidecar injector.
 func addFullCommands(root, agent *cobra.Command, g *globalFlags) {
-	root.AddCommand(newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g), newQuantizeCmd(g))
+	root.AddCommand(newBenchCmd(g), newHubCmd(g), newDeviceCmd(g), newRolloutCmd(g), newQuantizeCmd(g), newSidecarCmd(g))
 	agent.AddCommand(newAgentSimulateCmd(g))
 }

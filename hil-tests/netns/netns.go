@@ -116,6 +116,18 @@ func (n *Net) AddHost(ctx context.Context, name string, octet int) (*Host, error
 			return nil, fmt.Errorf("netns: host %s: %w", name, err)
 		}
 	}
+	// Bytes accepted on eth0, after the fault rules (which run at a lower
+	// priority): the link counters also count packets the faults drop,
+	// such as a sender's retransmissions into a partition.
+	if err := h.nft(ctx, `table inet hilcount {
+	chain in {
+		type filter hook input priority 10; policy accept;
+		iifname "eth0" counter
+	}
+}
+`); err != nil {
+		return nil, err
+	}
 	n.mu.Lock()
 	n.hosts = append(n.hosts, h)
 	n.mu.Unlock()
@@ -157,6 +169,40 @@ func Do(ns string, fn func() error) error {
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// Accepted returns the bytes the host accepted on eth0 after the fault
+// rules: what actually reached its programs.
+func (h *Host) Accepted(ctx context.Context) (uint64, error) {
+	out, err := h.Command(ctx, "nft", "-j", "list", "table", "inet", "hilcount").Output()
+	if err != nil {
+		return 0, fmt.Errorf("netns: counter on %s: %w", h.Name, err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Expr []struct {
+					Counter *struct {
+						Bytes uint64 `json:"bytes"`
+					} `json:"counter"`
+				} `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return 0, fmt.Errorf("netns: counter on %s: %w", h.Name, err)
+	}
+	for _, o := range doc.Nftables {
+		if o.Rule == nil {
+			continue
+		}
+		for _, e := range o.Rule.Expr {
+			if e.Counter != nil {
+				return e.Counter.Bytes, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("netns: no counter on %s", h.Name)
 }
 
 // Counters returns the bytes the host received and sent on eth0.

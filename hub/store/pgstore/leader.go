@@ -99,7 +99,10 @@ func campaign(ctx context.Context, opts LeaderOptions, log *slog.Logger, lead fu
 		case <-done:
 			return nil
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, opts.Poll)
+			// A slow answer is not a lost lease: only a failed or very
+			// late ping steps down (a leader that flaps on load costs a
+			// reload of every rollout).
+			pctx, cancel := context.WithTimeout(ctx, max(10*opts.Poll, 2*time.Second))
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
