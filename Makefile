@@ -20,7 +20,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: k8s-apiserver all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
+.PHONY: k8s-apiserver test-k8s all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
 
 all: build
 
@@ -40,7 +40,7 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
-APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
+APT_PKGS := etcd-server mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
 # Images, packages and units (deploy/): runc runs the amd64 image, qemu-user-static the arm64
 # binary, gcc-aarch64-linux-gnu builds it with cgo, lintian checks the .debs, systemd-analyze the
 # units. The arm64 base .debs come through `apt-get download`, hence the arm64 architecture.
@@ -68,7 +68,7 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags gpu ./hil-tests/gpucheck/
 	$(GO) vet -tags results ./quantize/
-	$(GO) vet -tags scale ./agent/fleetsim/
+	$(GO) vet -tags scale ./hil-tests/fleetsim/
 	$(GO) vet -tags agentonly ./cmd/edgefleet/
 	$(GO) vet -tags scale ./hub/broker/natsbus/
 
@@ -81,6 +81,13 @@ test: deps-apt deps vet
 # 1300 CPU-seconds cold, so it stays out of `make test`.
 k8s-apiserver:
 	deploy/k8s/build-apiserver.sh
+
+# The sidecar injector against a real kube-apiserver + etcd (the chart's
+# rendered webhook; Deployment and Job pods; the injector down under each
+# failurePolicy). Run by .ci/run after `make test`; the first run builds
+# kube-apiserver (~1300 CPU-seconds), later runs take seconds.
+test-k8s: deps-apt k8s-apiserver
+	$(GO) test -tags k8s -count=1 -run TestWebhookWithAPIServer ./deploy/helm/
 
 # A count (30000x) rather than a duration in `make test`: a time-boxed fuzz
 # run on a loaded 2-core machine can end with a spurious "context deadline
@@ -104,12 +111,12 @@ $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json:
 BENCH_BASELINE ?=
 bench: deps build $(DEPS)/nodepeer/node_modules/onnxruntime-node/package.json
 	@mkdir -p bench-results
-	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits \
+	$(BIN) bench serving --model agent/testdata/digits/cnn.onnx --name digits-cnn --concurrency 1,32 --goals digits --rounds 3 --duration 1500ms \
 	  --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --swap-model agent/testdata/digits/transformer.onnx --cycles 100 $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE)) \
 	  --out bench-results/serving-digits-cnn.md
 	$(BIN) bench serving --model .deps/models/ch_PP-OCRv4_rec_infer.onnx --name ocr-rec --shape x=1x3x48x320 \
-	  --concurrency 1,2 --goals ocr --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
+	  --concurrency 1,2 --goals ocr --rounds 3 --duration 1500ms --node-peer $(DEPS)/nodepeer/node_modules --node-script hil-tests/nodepeer/server.js \
 	  --out bench-results/serving-ocr-rec.md
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./agent/httpapi ./agent/grpcapi ./agent/cache ./agent/batching ./agent | tee bench-results/agent-bench.txt
 	$(GO) test -run='^$$' -bench='Pull50MB|ResumeAfterCut50' -benchtime=10x ./ota | tee bench-results/ota-bench.txt
@@ -127,7 +134,7 @@ gpu-check:
 # 10,000 simulated agents on one hub: rollout time, hub memory per device, hub CPU (~3 min).
 bench-fleet:
 	@mkdir -p bench-results
-	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./agent/fleetsim/
+	EDGEFLEET_BENCH_OUT=$(CURDIR)/bench-results/fleet-scale.md $(GO) test -tags scale -run '^TestScale10k$$' -count=1 -timeout 20m -v ./hil-tests/fleetsim/
 
 # Daemonless OCI images (deploy/images): OCI layouts in dist/images/, digests and sizes printed.
 images: deps-apt deps

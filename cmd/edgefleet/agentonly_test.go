@@ -21,7 +21,7 @@ func TestAgentOnlyLinksNoHubCode(t *testing.T) {
 		if !ok {
 			continue
 		}
-		for _, banned := range []string{"hub", "quantize", "sidecar", "hil-tests", "agent/fleetsim", "agent/loadgen"} {
+		for _, banned := range []string{"hub", "quantize", "sidecar", "hil-tests", "agent/loadgen"} {
 			if rel == banned || strings.HasPrefix(rel, banned+"/") {
 				t.Errorf("the agent-only build links %s", p)
 			}

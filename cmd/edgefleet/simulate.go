@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )

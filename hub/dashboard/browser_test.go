@@ -248,7 +248,7 @@ func testLive(t *testing.T, e *env, bin, dir string) {
 			changed <- nil
 			return
 		}
-		e.fleet.Devices()[fleetSize-1].GoOnline()
+		e.offline.GoOnline()
 		id := e.fleet.Devices()[1].ID
 		e.seq[id]++
 		_, err := e.Telemetry().Ingest(context.Background(), id, "mqtt", &wire.TelemetryReport{DeviceID: id, Stream: "st-1",

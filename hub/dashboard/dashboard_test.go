@@ -9,13 +9,14 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
 	"github.com/edgefleet/edgefleet/deploy/testenv"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/dashboard"
 	"github.com/edgefleet/edgefleet/hub/enroll"
@@ -28,7 +29,7 @@ import (
 
 // These tests run the real hub in-process with its dashboard listener,
 // simulated devices that speak the real protocol over loopback MQTT
-// (agent/fleetsim: enrollment, presence, reported state), real rollouts
+// (hil-tests/fleetsim: enrollment, presence, reported state), real rollouts
 // (artifacts pushed to the hub's registry), and telemetry stored through
 // the hub's telemetry store's ingest path.
 
@@ -55,6 +56,8 @@ type env struct {
 	canary, halted rollout.Status
 	// seq numbers each device's telemetry snapshots.
 	seq map[string]uint64
+	// offline is the device that went offline.
+	offline *fleetsim.Device
 }
 
 func (e *env) url(path string) string { return strings.TrimSuffix(e.DashboardURL(), "/") + path }
@@ -135,10 +138,23 @@ func startEnv(t *testing.T) *env {
 		}
 		e.ingest(t, d.ID, snaps)
 	}
-	// The last device goes offline.
-	f.Devices()[fleetSize-1].GoOffline()
+	// The last device outside the canary's wave goes offline (an offline
+	// canary would hold the wave: no "baking since").
+	full, err := h.Rollouts().Get(context.Background(), e.canary.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := f.Devices()[fleetSize-1]
+	for i := fleetSize - 1; i >= 0; i-- {
+		if !slices.ContainsFunc(full.Devices, func(d rollout.Device) bool { return d.ID == f.Devices()[i].ID }) {
+			off = f.Devices()[i]
+			break
+		}
+	}
+	off.GoOffline()
+	e.offline = off
 	testenv.Eventually(t, "a device offline", 30*time.Second, func() bool {
-		d, err := h.Registry().Get(context.Background(), f.Devices()[fleetSize-1].ID)
+		d, err := h.Registry().Get(context.Background(), off.ID)
 		return err == nil && !d.IsOnline(time.Now())
 	})
 	return e

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/hub/rollout"
@@ -20,7 +20,7 @@ import (
 )
 
 // These tests run the real hub in-process with simulated devices that
-// speak the real protocol over loopback MQTT (agent/fleetsim); the hub
+// speak the real protocol over loopback MQTT (hil-tests/fleetsim); the hub
 // itself never imports the agent. Bake times run on a fake clock.
 
 // clock is a fake clock the tests move by hand.

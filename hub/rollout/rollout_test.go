@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub/rollout"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )

@@ -5,7 +5,7 @@
 // connection), a canary rollout to all of them. It reports the time the
 // rollout takes, the hub's memory per connected device and the hub's CPU.
 //
-//	go test -tags scale -run '^TestScale10k$' -v ./agent/fleetsim/
+//	go test -tags scale -run '^TestScale10k$' -v ./hil-tests/fleetsim/
 //
 // FLEETSIM_SCALE_COUNT changes the number of devices; EDGEFLEET_BENCH_OUT
 // names a Markdown file for the figures.
@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/api"
 	"github.com/edgefleet/edgefleet/hub/registry"
@@ -257,7 +257,7 @@ func TestScale10k(t *testing.T) {
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Hub at scale: %d simulated agents on loopback\n\n", n)
-	fmt.Fprintf(&md, "`go test -tags scale -run '^TestScale10k$' ./agent/fleetsim/` on %d CPUs (%s/%s), %s.\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.DateOnly))
+	fmt.Fprintf(&md, "`go test -tags scale -run '^TestScale10k$' ./hil-tests/fleetsim/` on %d CPUs (%s/%s), %s.\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.DateOnly))
 	fmt.Fprintf(&md, "Hub in the test process (embedded broker, bbolt, REST API); simulated agents in a child process, each with its own key, certificate and TLS connection.\n\n")
 	md.WriteString("| measure | value |\n|---|---|\n")
 	for _, r := range rows {

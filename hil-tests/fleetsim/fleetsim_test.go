@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgefleet/edgefleet/agent/fleetsim"
+	"github.com/edgefleet/edgefleet/hil-tests/fleetsim"
 	"github.com/edgefleet/edgefleet/hub"
 	"github.com/edgefleet/edgefleet/hub/enroll"
 	"github.com/edgefleet/edgefleet/ota/wire"
