@@ -20,7 +20,7 @@ ORT_LIB    := $(DEPS)/onnxruntime/libonnxruntime.so.1
 export EDGEFLEET_ORT_LIB ?= $(ORT_LIB)
 export EDGEFLEET_DEPS    ?= $(DEPS)
 
-.PHONY: k8s-apiserver all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
+.PHONY: k8s-apiserver test-k8s all build run run-agent bench-fleet bench-cluster gpu-check test bench deps deps-apt fuzz vet clean hil hil-ci images packages
 
 all: build
 
@@ -40,7 +40,7 @@ $(DEPS)/debs/.stamp: deploy/deps/debian.lock deploy/deps/fetch-debs.sh
 
 # Debian packages the tests use (servers are started by the tests themselves).
 # npm usually comes with the machine's Node.js; Debian's npm is only a fallback.
-APT_PKGS := mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
+APT_PKGS := etcd-server mosquitto docker-registry libonnx-testdata prometheus chromium postgresql-15 nftables fuse3 iproute2 openssh-server
 # Images, packages and units (deploy/): runc runs the amd64 image, qemu-user-static the arm64
 # binary, gcc-aarch64-linux-gnu builds it with cgo, lintian checks the .debs, systemd-analyze the
 # units. The arm64 base .debs come through `apt-get download`, hence the arm64 architecture.
@@ -81,6 +81,13 @@ test: deps-apt deps vet
 # 1300 CPU-seconds cold, so it stays out of `make test`.
 k8s-apiserver:
 	deploy/k8s/build-apiserver.sh
+
+# The sidecar injector against a real kube-apiserver + etcd (the chart's
+# rendered webhook; Deployment and Job pods; the injector down under each
+# failurePolicy). Run by .ci/run after `make test`; the first run builds
+# kube-apiserver (~1300 CPU-seconds), later runs take seconds.
+test-k8s: deps-apt k8s-apiserver
+	$(GO) test -tags k8s -count=1 -run TestWebhookWithAPIServer ./deploy/helm/
 
 # A count (30000x) rather than a duration in `make test`: a time-boxed fuzz
 # run on a loaded 2-core machine can end with a spurious "context deadline
