@@ -70,6 +70,15 @@ type Applier interface {
 	Apply(ctx context.Context, desired wire.DesiredState) (map[string]wire.ReportedModel, error)
 }
 
+// ErrTransient marks an Apply failure that can pass on its own — a full
+// disk, a registry out of reach — as opposed to a refusal (a golden-vector
+// mismatch, an older version, an invalid artifact). An Applier wraps it
+// (fmt.Errorf("%w: %w", fleet.ErrTransient, err)); the Client then retries
+// the revision with backoff (Options.MinBackoff to MaxBackoff) instead of
+// recording it as failed, and reports LastError meanwhile. Any other error
+// records FailedRevision: that revision is not retried.
+var ErrTransient = errors.New("transient failure")
+
 // Reporter is optionally implemented by an Applier to report the current
 // model states (health counters move with traffic) every
 // Options.ReportInterval.
@@ -113,7 +122,8 @@ type Options struct {
 	// (default 60 s).
 	ReportInterval time.Duration
 	// MinBackoff and MaxBackoff bound the waits between connection and
-	// enrollment attempts (defaults 1 s and 60 s).
+	// enrollment attempts, and between retries of a desired revision
+	// whose Apply failed with ErrTransient (defaults 1 s and 60 s).
 	MinBackoff, MaxBackoff time.Duration
 	// Logger, optional.
 	Logger *slog.Logger
@@ -147,6 +157,10 @@ type Client struct {
 	// while one finished is stale and is dropped (refreshModels).
 	applied uint64
 	mqtt    paho.Client
+
+	// retryWait is the wait before the next retry of a revision that
+	// failed with ErrTransient; zero after a success.
+	retryWait time.Duration
 
 	wake      chan struct{} // a desired state arrived
 	connected chan struct{} // a (re)connection completed
@@ -439,11 +453,19 @@ func (c *Client) applyLoop(ctx context.Context) {
 		if models != nil {
 			c.state.Models = models
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrTransient):
+			c.state.LastError = err.Error()
+			c.retryWait = min(max(2*c.retryWait, c.opts.MinBackoff), c.opts.MaxBackoff)
+			c.log.Warn("desired state not applied; retrying", "revision", ds.Revision, "in", c.retryWait, "err", err)
+			c.retryLater(ctx, ds, c.retryWait)
+		case err != nil:
 			c.state.FailedRevision, c.state.LastError = ds.Revision, err.Error()
+			c.retryWait = 0
 			c.log.Error("desired state failed", "revision", ds.Revision, "err", err)
-		} else {
+		default:
 			c.state.AppliedRevision, c.state.LastError = ds.Revision, ""
+			c.retryWait = 0
 			c.log.Info("desired state applied", "revision", ds.Revision)
 		}
 		serr := c.saveStateLocked()
@@ -455,6 +477,25 @@ func (c *Client) applyLoop(ctx context.Context) {
 			c.report(ctx, mc)
 		}
 	}
+}
+
+// retryLater hands ds back to the apply loop after d, unless a newer
+// desired state arrived meanwhile or ctx ended. c.mu is held.
+func (c *Client) retryLater(ctx context.Context, ds *wire.DesiredState, d time.Duration) {
+	time.AfterFunc(d, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		if c.latest == nil || c.latest.Revision < ds.Revision {
+			c.latest = ds
+		}
+		c.mu.Unlock()
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	})
 }
 
 func (c *Client) refreshModels(ctx context.Context) {

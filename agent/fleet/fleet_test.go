@@ -52,6 +52,9 @@ type applier struct {
 	mu      sync.Mutex
 	applied []int64
 	failRev int64
+	// transient fails the first this many Apply calls with
+	// fleet.ErrTransient (a full disk, say).
+	transient int
 }
 
 func (a *applier) Apply(_ context.Context, ds wire.DesiredState) (map[string]wire.ReportedModel, error) {
@@ -64,6 +67,10 @@ func (a *applier) Apply(_ context.Context, ds wire.DesiredState) (map[string]wir
 	}
 	if ds.Revision == a.failRev {
 		return out, fmt.Errorf("golden vector mismatch in revision %d", ds.Revision)
+	}
+	if a.transient > 0 {
+		a.transient--
+		return out, fmt.Errorf("%w: write cache: no space left on device", fleet.ErrTransient)
 	}
 	return out, nil
 }
@@ -221,6 +228,35 @@ func TestFailedRevisionNotRetried(t *testing.T) {
 		t.Fatalf("applied revisions %s, want [1 2] (the failed one not retried)", got)
 	}
 	_ = a
+}
+
+// A revision that failed for a reason that passes on its own (a full disk)
+// is retried with backoff until it applies, and never recorded as failed;
+// found by the HIL suite's disk-full scenario, where the device stayed on
+// the old version after space returned.
+func TestTransientFailureRetried(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t)
+	app := &applier{transient: 3}
+	runAgent(t, fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-t", Applier: app})
+	eventually(t, "online", func() bool {
+		d, err := h.Registry().Get(ctx, "edge-t")
+		return err == nil && d.Online
+	})
+	if _, err := h.SetDesired(ctx, "edge-t", model("1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "revision 1 applied after the retries", func() bool {
+		d, _ := h.Registry().Get(ctx, "edge-t")
+		return d.AppliedRevision == 1 && d.LastError == ""
+	})
+	d, _ := h.Registry().Get(ctx, "edge-t")
+	if d.FailedRevision != 0 {
+		t.Fatalf("failed revision %d: a transient failure must not be recorded as failed", d.FailedRevision)
+	}
+	if got := fmt.Sprint(app.revisions()); got != "[1 1 1 1]" {
+		t.Fatalf("applied revisions %s, want [1 1 1 1] (three transient failures, then success)", got)
+	}
 }
 
 func TestEnrollmentRefusals(t *testing.T) {

@@ -41,17 +41,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/edgefleet/edgefleet/agent/cache"
 	"github.com/edgefleet/edgefleet/agent/fleet"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/update"
 	"github.com/edgefleet/edgefleet/ota"
+	"github.com/edgefleet/edgefleet/ota/artifact"
 	"github.com/edgefleet/edgefleet/ota/wire"
 )
 
@@ -127,7 +132,36 @@ func (a *Applier) Apply(ctx context.Context, ds wire.DesiredState) (map[string]w
 		}
 		a.mu.Unlock()
 	}
-	return a.Report(ctx), errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err != nil && allTransient(errs) {
+		err = fmt.Errorf("%w: %w", fleet.ErrTransient, err)
+	}
+	return a.Report(ctx), err
+}
+
+// allTransient reports whether every error can pass on its own (disk full,
+// registry out of reach), so the fleet client retries the revision rather
+// than recording it as failed. A refusal (golden vector, signature, older
+// version, invalid artifact, conflict) is never transient.
+func allTransient(errs []error) bool {
+	for _, err := range errs {
+		if !transient(err) {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+func transient(err error) bool {
+	for _, permanent := range []error{update.ErrRefused, update.ErrOlderVersion, update.ErrInvalid, update.ErrConflict, artifact.ErrInvalid} {
+		if errors.Is(err, permanent) {
+			return false
+		}
+	}
+	var ne net.Error
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, cache.ErrNoSpace) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
 func (a *Applier) applyModel(ctx context.Context, name string, m wire.DesiredModel) error {
