@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -318,10 +319,17 @@ func (r *AutoResult) ArtifactQuantization(metric string) *artifact.Quantization 
 // Latencies times one run of each model on in, interleaved: rounds
 // rounds, each running every model (in rotating order) for about round on
 // one onnxruntime intra-op thread; a model's latency is its fastest
-// round's mean. Many short rounds make the minimum robust on a loaded
-// machine. The models must have the same inputs; their outputs are all
-// fetched.
+// round's mean. The models must have the same inputs; their outputs are
+// all fetched.
+//
+// On Linux a round is timed by the CPU time of the calling thread (which
+// runs the single-threaded kernels), not the wall clock: on a machine
+// shared with other work the wall clock counts the time the thread waited
+// for a core, which does not fall on every model alike. On an idle machine
+// the two agree; caches shared with other work still affect both.
 func Latencies(ctx context.Context, models [][]byte, in Batch, rounds int, round time.Duration) ([]time.Duration, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if !ort.IsInitialized() {
 		if err := InitRuntime(""); err != nil {
 			return nil, err
@@ -400,12 +408,17 @@ func Latencies(ctx context.Context, models [][]byte, in Batch, rounds int, round
 				return nil, err
 			}
 			start := time.Now()
+			cpu0, cpuOK := threadCPU()
 			for range iters[i] {
 				if err := run(i); err != nil {
 					return nil, err
 				}
 			}
-			best[i] = min(best[i], time.Since(start)/time.Duration(iters[i]))
+			took := time.Since(start)
+			if cpu1, ok := threadCPU(); ok && cpuOK {
+				took = time.Duration(cpu1 - cpu0)
+			}
+			best[i] = min(best[i], took/time.Duration(iters[i]))
 		}
 	}
 	return best, nil

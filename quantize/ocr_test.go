@@ -185,3 +185,191 @@ func TestPaddleOCRCER(t *testing.T) {
 		t.Errorf("INT8 CER %.2f%% is more than 0.5 points above FP32 %.2f%%", 100*got, 100*base)
 	}
 }
+
+// ocrCalibLines calibrate static quantization of the OCR models; they
+// differ from the evaluation lines.
+var ocrCalibLines = []string{
+	"Invoice 2291 due Friday",
+	"edge devices at scale",
+	"Quantized weights 8 bit",
+	"Hamburg 20095 port",
+	"battery 87% charging",
+	"ROUTE 66 EXIT 12",
+	"calibration samples",
+	"Kilometer 42.195",
+}
+
+// ocrClsSample is line as PaddleOCR's direction classifier takes it:
+// height 48, scaled to at most 192 wide (nearest), padded with zeros to
+// [1, 3, 48, 192]; rotated by 180° when flip is set.
+func ocrClsSample(line Tensor, flip bool) Tensor {
+	const H, W = 48, 192
+	h, w := int(line.Shape[2]), int(line.Shape[3])
+	d := line.Data.([]float32)
+	nw := min(w, W)
+	out := make([]float32, 3*H*W)
+	for c := range 3 {
+		for y := range H {
+			for i := range nw {
+				sy, sx := y, i*w/nw
+				if flip {
+					sy, sx = h-1-y, (nw-1-i)*w/nw
+				}
+				out[c*H*W+y*W+i] = d[c*h*w+sy*w+sx]
+			}
+		}
+	}
+	return Tensor{Name: "x", Shape: []int64{1, 3, H, W}, Data: out}
+}
+
+// ocrClsAccuracy is an Evaluator: the share of samples (upright lines,
+// label 0, and the same lines rotated, label 1) the classifier gets right.
+func ocrClsAccuracy(samples []Tensor, labels []int) Evaluator {
+	return func(ctx context.Context, model []byte) (float64, error) {
+		s, err := newSession(model, []string{"x"}, []string{"softmax_0.tmp_0"})
+		if err != nil {
+			return 0, err
+		}
+		defer s.Close()
+		right := 0
+		for i, in := range samples {
+			out, err := s.Run(Batch{in})
+			if err != nil {
+				return 0, err
+			}
+			if argmax(out[0].F32) == labels[i] {
+				right++
+			}
+		}
+		return float64(right) / float64(len(samples)), nil
+	}
+}
+
+// ocrPage is a detector input with the boxes of the text it shows.
+type ocrPage struct {
+	in    Tensor
+	boxes []image.Rectangle
+}
+
+// renderPage draws lines (24 px Go font) on a white 192×512 page, one
+// every 44 px with a varying indent, normalised as PaddleOCR det expects
+// (ImageNet mean and deviation); boxes are the lines' ink extents.
+func renderPage(t testing.TB, lines []string, indent int) ocrPage {
+	t.Helper()
+	f, err := opentype.Parse(goregular.TTF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: 24, DPI: 72, Hinting: font.HintingFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer face.Close()
+	const H, W = 192, 512
+	img := image.NewGray(image.Rect(0, 0, W, H))
+	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+	var p ocrPage
+	for k, s := range lines {
+		x, base := 12+(indent*37+k*53)%120, 34+k*44
+		d := font.Drawer{Dst: img, Src: image.NewUniform(color.Black), Face: face, Dot: fixed.P(x, base)}
+		b, _ := d.BoundString(s)
+		d.DrawString(s)
+		p.boxes = append(p.boxes, image.Rect(b.Min.X.Floor(), b.Min.Y.Floor(), min(W, b.Max.X.Ceil()), b.Max.Y.Ceil()))
+	}
+	mean, std := [3]float32{0.485, 0.456, 0.406}, [3]float32{0.229, 0.224, 0.225}
+	x := make([]float32, 3*H*W)
+	for y := range H {
+		for i := range W {
+			v := float32(img.GrayAt(i, y).Y) / 255
+			for c := range 3 {
+				x[c*H*W+y*W+i] = (v - mean[c]) / std[c]
+			}
+		}
+	}
+	p.in = Tensor{Name: "x", Shape: []int64{1, 3, H, W}, Data: x}
+	return p
+}
+
+// ocrBoxRecall is an Evaluator: the share of text boxes the detector
+// finds, a box counting as found when at least 30% of its pixels have a
+// text probability above 0.3 (DB's binarisation threshold; its map covers
+// a shrunk text region, so full coverage is not expected).
+func ocrBoxRecall(pages []ocrPage) Evaluator {
+	return func(ctx context.Context, model []byte) (float64, error) {
+		s, err := newSession(model, []string{"x"}, []string{"sigmoid_0.tmp_0"})
+		if err != nil {
+			return 0, err
+		}
+		defer s.Close()
+		found, total := 0, 0
+		for _, p := range pages {
+			out, err := s.Run(Batch{p.in})
+			if err != nil {
+				return 0, err
+			}
+			w := int(p.in.Shape[3])
+			for _, b := range p.boxes {
+				on := 0
+				for y := b.Min.Y; y < b.Max.Y; y++ {
+					for x := b.Min.X; x < b.Max.X; x++ {
+						if out[0].F32[y*w+x] > 0.3 {
+							on++
+						}
+					}
+				}
+				if float64(on) >= 0.3*float64(b.Dx()*b.Dy()) {
+					found++
+				}
+				total++
+			}
+		}
+		return float64(found) / float64(total), nil
+	}
+}
+
+// TestPaddleOCRClsStatic quantizes PaddleOCR's opset-9 direction
+// classifier statically: the quantizer converts it to opset 13 itself
+// (reported), folds its BatchNormalizations and hard-swishes, and the INT8
+// model classifies upright and rotated lines as FP32 does.
+func TestPaddleOCRClsStatic(t *testing.T) {
+	needRuntime(t)
+	ctx := context.Background()
+	fp32 := realModel(t, "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+	var in []Tensor
+	var labels []int
+	for _, s := range ocrLines[:4] {
+		l := renderLine(t, s)
+		in = append(in, ocrClsSample(l, false), ocrClsSample(l, true))
+		labels = append(labels, 0, 1)
+	}
+	var calib []Batch
+	for i, s := range ocrCalibLines[:4] {
+		calib = append(calib, Batch{ocrClsSample(renderLine(t, s), i%2 == 1)})
+	}
+	acc := ocrClsAccuracy(in, labels)
+	base, err := acc(ctx, fp32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, rep, err := Static(ctx, fp32, calib, Options{ActivationType: Uint8, Fold: true, ConvOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OpsetBefore != 9 || rep.OpsetAfter != 13 || rep.Conversion == nil || rep.Conversion.Rewritten["Slice@10"] != 1 || !rep.PerChannel {
+		t.Errorf("report: opset %d -> %d, conversion %v, per-channel %v", rep.OpsetBefore, rep.OpsetAfter, rep.Conversion, rep.PerChannel)
+	}
+	if rep.Folded["BatchNormalization into Conv"] == 0 || rep.Folded["hard-swish to HardSigmoid·x"] == 0 {
+		t.Errorf("folded %v: want BatchNormalizations and hard-swishes", rep.Folded)
+	}
+	got, err := acc(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("accuracy fp32 %.3f, int8 %.3f; %v", base, got, rep)
+	if base < 0.75 {
+		t.Fatalf("fp32 accuracy %.3f: rendering or preprocessing broken", base)
+	}
+	if got < base-1e-9 {
+		t.Errorf("INT8 accuracy %.3f below FP32 %.3f", got, base)
+	}
+}

@@ -9,12 +9,9 @@ import (
 	"log"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -336,57 +333,4 @@ func mustUpdate(t testing.TB, r *running, model, ref string, o update.UpdateOpti
 		t.Fatalf("update %s to %s: %v", model, ref, err)
 	}
 	return res
-}
-
-// startDistribution starts Debian's docker-registry (CNCF Distribution) on a
-// loopback port with storage in a temporary folder and returns its
-// host:port. A missing binary skips the test, unless env CI is set.
-func startDistribution(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("EDGEFLEET_DOCKER_REGISTRY")
-	if bin == "" {
-		bin = "/usr/bin/docker-registry"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("docker-registry not found at %s (apt-get install docker-registry): %v", bin, err)
-		}
-		t.Skipf("docker-registry not found at %s", bin)
-	}
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n",
-		filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuffer{}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-	waitFor(t, "docker-registry on "+addr, 20*time.Second, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("docker-registry exited:\n%s", logs)
-		default:
-		}
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return addr
 }

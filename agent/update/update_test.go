@@ -15,6 +15,7 @@ import (
 	"github.com/edgefleet/edgefleet/agent/config"
 	"github.com/edgefleet/edgefleet/agent/models"
 	"github.com/edgefleet/edgefleet/agent/update"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"github.com/edgefleet/edgefleet/ota"
 	"github.com/edgefleet/edgefleet/ota/artifact"
 	"github.com/edgefleet/edgefleet/ota/signature"
@@ -75,7 +76,7 @@ func TestUpdateHappyPath(t *testing.T) {
 
 // TestUpdateFromDistribution runs updates against Debian's docker-registry.
 func TestUpdateFromDistribution(t *testing.T) {
-	rs := &registryServer{host: startDistribution(t)}
+	rs := &registryServer{host: testenv.Distribution(t)}
 	ref1 := push(t, rs, "m", "1", fixture(t, "scale2.onnx"), nil)
 	push(t, rs, "m", "2", padModel(fixture(t, "scale3.onnx"), 256<<10), nil)
 	r := startAgent(t, t.TempDir(), nil)

@@ -2,6 +2,13 @@
 // model cache and OTA tools, the hub, the quantizer and the benchmarks, as
 // subcommands. Run `edgefleet --help`.
 //
+// This package only parses flags and wires packages together; what a
+// command does lives in the package that owns it (hub.Config and its
+// loader, ota.Build for artifacts and variants, agent/config, quantize, …).
+// Flags override a configuration file the same way for agent and hub:
+// override copies a flag that was set on the command line, then the
+// owning package's WithDefaults fills what is still zero.
+//
 // # Build flavours
 //
 // The default build is the full binary. The build tag agentonly leaves out

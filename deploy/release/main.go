@@ -1,7 +1,7 @@
 // Command release builds edgefleet's release artifacts from a checkout with
 // only Go, npm (for `make deps`) and Debian tools: no container daemon.
 //
-//	go run ./deploy/release images   [--out dist/images] [--push REGISTRY/PREFIX] [--arch amd64,arm64]
+//	go run ./deploy/release images   [--out dist/images] [--push REGISTRY/PREFIX] [--arch amd64,arm64] [--flavor agentonly,full]
 //	go run ./deploy/release packages [--out dist/packages] [--arch amd64,arm64]
 //
 // images writes one OCI image layout per image (deploy/images: edgefleet
@@ -47,6 +47,9 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", filepath.Join("dist", what), "output folder")
 	archList := fs.String("arch", "amd64,arm64", "architectures")
 	push := fs.String("push", "", "images: push to this registry prefix, e.g. 127.0.0.1:5000/edgefleet")
+	flavors := fs.String("flavor", "agentonly,full", "images: which images (agentonly: edgefleet-agent, full: edgefleet)")
+	binDir := fs.String("bin-dir", "", "where the binaries are built (default OUT/bin)")
+	reuse := fs.Bool("reuse-bin", false, "use binaries already in --bin-dir instead of building them")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -69,11 +72,24 @@ func run(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
+	if *binDir == "" {
+		*binDir = filepath.Join(*out, "bin")
+	}
+	binary := func(a buildenv.Arch, f buildenv.Flavor) (string, error) {
+		if *reuse {
+			p := filepath.Join(*binDir, string(f)+"-"+a.GOARCH, "edgefleet")
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("--reuse-bin: %w", err)
+			}
+			return filepath.Abs(p)
+		}
+		return env.Binary(ctx, a, f, *binDir)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	log.Info("building", "what", what, "version", env.Info.Version, "revision", env.Info.Revision)
 	if what == "packages" {
 		for _, a := range arches {
-			bin, err := env.Binary(ctx, a, buildenv.Full, filepath.Join(*out, "bin"))
+			bin, err := binary(a, buildenv.Full)
 			if err != nil {
 				return err
 			}
@@ -85,10 +101,14 @@ func run(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	for _, f := range []buildenv.Flavor{buildenv.AgentOnly, buildenv.Full} {
+	for _, fl := range strings.Split(*flavors, ",") {
+		f := buildenv.Flavor(strings.TrimSpace(fl))
+		if f != buildenv.AgentOnly && f != buildenv.Full {
+			return fmt.Errorf("--flavor %q: want agentonly or full", fl)
+		}
 		var plats []images.Platform
 		for _, a := range arches {
-			bin, err := env.Binary(ctx, a, f, filepath.Join(*out, "bin"))
+			bin, err := binary(a, f)
 			if err != nil {
 				return err
 			}

@@ -34,7 +34,7 @@ type fixture struct {
 	db   *bolt.DB
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "hub.db"), 0o600, nil)
 	if err != nil {
@@ -60,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{svc: svc, ca: c, reg: reg, toks: toks, db: db}
 }
 
-func (f *fixture) token(t *testing.T, opts TokenOptions) string {
+func (f *fixture) token(t testing.TB, opts TokenOptions) string {
 	t.Helper()
 	secret, _, err := f.toks.Create(context.Background(), opts)
 	if err != nil {
@@ -69,7 +69,7 @@ func (f *fixture) token(t *testing.T, opts TokenOptions) string {
 	return wire.FormatToken(secret, f.ca.Fingerprint())
 }
 
-func newCSR(t *testing.T) string {
+func newCSR(t testing.TB) string {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)

@@ -361,18 +361,28 @@ func verifyLayer(ctx context.Context, repo *ota.Repository, l v1.Descriptor, d n
 	}
 	// The claim is checked only after the signature: unsigned bytes are not
 	// worth parsing.
-	var p Payload
-	if err := json.Unmarshal(payload, &p); err != nil {
-		return nil, fmt.Errorf("payload is not JSON: %v", err)
-	}
-	if p.Critical.Type != PayloadType {
-		return nil, fmt.Errorf("payload type %q, want %q", p.Critical.Type, PayloadType)
-	}
-	if got := p.Critical.Image.DockerManifestDigest; got != d.DigestStr() {
-		return nil, fmt.Errorf("payload signs %s, not %s", got, d.DigestStr())
-	}
-	if got, want := p.Critical.Identity.DockerReference, d.Context().Name(); got != want && !o.anyReference {
-		return nil, fmt.Errorf("payload names repository %q, not %q", got, want)
+	p, err := checkPayload(payload, d, o.anyReference)
+	if err != nil {
+		return nil, err
 	}
 	return &Verified{Ref: d, Key: key, Payload: p, Signature: b64}, nil
+}
+
+// checkPayload parses a signed payload and checks that it claims digest d
+// (and d's repository, unless anyRef).
+func checkPayload(payload []byte, d name.Digest, anyRef bool) (Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return Payload{}, fmt.Errorf("payload is not JSON: %v", err)
+	}
+	if p.Critical.Type != PayloadType {
+		return Payload{}, fmt.Errorf("payload type %q, want %q", p.Critical.Type, PayloadType)
+	}
+	if got := p.Critical.Image.DockerManifestDigest; got != d.DigestStr() {
+		return Payload{}, fmt.Errorf("payload signs %s, not %s", got, d.DigestStr())
+	}
+	if got, want := p.Critical.Identity.DockerReference, d.Context().Name(); got != want && !anyRef {
+		return Payload{}, fmt.Errorf("payload names repository %q, not %q", got, want)
+	}
+	return p, nil
 }
