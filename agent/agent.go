@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/systemd/sdnotify"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -327,7 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.grpcAPI.SyncHealth()
 	}
 	close(a.ready)
-	notify(a.log, readyStatus(len(a.models.Index())))
+	sdnotify.Notify(a.log, readyStatus(len(a.models.Index())))
 	a.updater.Start(ctx)
 	if len(a.cfg.StartModels) > 0 {
 		startDone = make(chan error, 1)
@@ -348,7 +348,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopHealth()
 	go a.grpcAPI.WatchHealth(healthCtx, time.Second)
 
-	wdog, stopWdog := watchdog(a.log)
+	wdog, stopWdog := sdnotify.WatchdogTicker(a.log)
 	defer stopWdog()
 	var runErr error
 serve:
@@ -360,7 +360,7 @@ serve:
 			break serve
 		case <-wdog:
 			a.models.Index() // takes the manager's lock: a wedged manager starves the watchdog
-			notify(a.log, daemon.SdNotifyWatchdog)
+			sdnotify.Notify(a.log, sdnotify.Watchdog)
 		case err := <-startDone:
 			startDone = nil
 			if err != nil {
@@ -373,7 +373,7 @@ serve:
 			a.grpcAPI.SyncHealth()
 		}
 	}
-	notify(a.log, daemon.SdNotifyStopping)
+	sdnotify.Notify(a.log, sdnotify.Stopping)
 	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
 	a.models.SetReady(false)
 	a.grpcAPI.Shutdown()

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/systemd/sdnotify"
 	"log/slog"
 	"math/big"
 	"net"
@@ -16,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -451,8 +451,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.log.Info("hub running", "api", h.advAPI, "mqtt", h.advMQTT, "registry", h.advRegistry,
 		"ca_fingerprint", h.ca.Fingerprint(), "data", h.opts.DataDir)
 
-	notify(h.log, daemon.SdNotifyReady+"\nSTATUS=hub running, API "+h.advAPI)
-	wdog, stopWdog := watchdog(h.log)
+	sdnotify.Notify(h.log, sdnotify.Ready+"\nSTATUS=hub running, API "+h.advAPI)
+	wdog, stopWdog := sdnotify.WatchdogTicker(h.log)
 	defer stopWdog()
 serve:
 	for {
@@ -463,11 +463,11 @@ serve:
 			break serve
 		case <-wdog:
 			if alive(h.db) {
-				notify(h.log, daemon.SdNotifyWatchdog)
+				sdnotify.Notify(h.log, sdnotify.Watchdog)
 			}
 		}
 	}
-	notify(h.log, daemon.SdNotifyStopping)
+	sdnotify.Notify(h.log, sdnotify.Stopping)
 	stop()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

@@ -4,7 +4,7 @@
 //
 //   - edgefleet-agent.service, edgefleet-hub.service: Type=notify units
 //     (READY=1 once the models serve, WATCHDOG=1 from the serving loop,
-//     STOPPING=1 on drain; see agent/notify.go, hub/notify.go) running under
+//     STOPPING=1 on drain; client: deploy/systemd/sdnotify) running under
 //     DynamicUser= with StateDirectory=, ProtectSystem=strict, an empty
 //     capability bounding set, SystemCallFilter=@system-service and
 //     RestrictAddressFamilies=; `systemd-analyze security` rates both 1.4.
