@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -33,7 +34,7 @@ func submitAll(t *testing.T, b *batching.Batcher, reqs []*batching.Request) []ch
 			res[i] <- submitted{outs, err}
 		}()
 		// One at a time, so queue order is submission order.
-		waitFor(t, fmt.Sprintf("request %d queued", i), func() bool { return b.Len() == before+i+1 })
+		testenv.Eventually(t, fmt.Sprintf("request %d queued", i), 30*time.Second, func() bool { return b.Len() == before+i+1 })
 	}
 	return res
 }
@@ -269,7 +270,7 @@ func TestContextEndsWhileQueued(t *testing.T) {
 				_, err := b.Submit(ctx, identityRequest(3, 2, nil)) // the only 3-row request
 				done <- err
 			}()
-			waitFor(t, "queued", func() bool { return b.Len() == 1 })
+			testenv.Eventually(t, "queued", 30*time.Second, func() bool { return b.Len() == 1 })
 			if tc.end {
 				cancel()
 			}
@@ -313,7 +314,7 @@ func TestContextEndsWhileRunning(t *testing.T) {
 		_, err := b.Submit(ctx, leaver)
 		leaving <- err
 	}()
-	waitFor(t, "queued", func() bool { return b.Len() == 1 })
+	testenv.Eventually(t, "queued", 30*time.Second, func() bool { return b.Len() == 1 })
 	staying := identityRequest(3, 3, nil)
 	stay := submitAll(t, b, []*batching.Request{staying})
 	release := g.block() // holds the merged batch
@@ -515,10 +516,10 @@ func TestScheduling(t *testing.T) {
 					outs, err := b.Submit(context.Background(), r)
 					res[i] <- submitted{outs, err}
 				}()
-				waitFor(t, "queued or run", func() bool { return b.Len() == i+1 || len(sz.get()) > 0 })
+				testenv.Eventually(t, "queued or run", 30*time.Second, func() bool { return b.Len() == i+1 || len(sz.get()) > 0 })
 			}
 			if len(tc.wantSizes) > 0 {
-				waitFor(t, "dispatch", func() bool { return len(sz.get()) >= len(tc.wantSizes) })
+				testenv.Eventually(t, "dispatch", 30*time.Second, func() bool { return len(sz.get()) >= len(tc.wantSizes) })
 			}
 			if got := sz.get(); !slices.Equal(got, tc.wantSizes) {
 				t.Fatalf("dispatched %v before Close, want %v", got, tc.wantSizes)
@@ -547,7 +548,7 @@ func TestClose(t *testing.T) {
 	queued := submitAll(t, b, []*batching.Request{identityRequest(1, 2, nil), identityRequest(1, 3, nil), identityRequest(2, 4, nil)})
 	closed := make(chan struct{})
 	go func() { b.Close(); close(closed) }()
-	waitFor(t, "closing", func() bool {
+	testenv.Eventually(t, "closing", 30*time.Second, func() bool {
 		// A probe that arrives before Close leaves the queue again at once.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 		defer cancel()

@@ -175,19 +175,6 @@ func (g *gate) waitEntered(t *testing.T) int64 {
 	}
 }
 
-// waitFor polls cond (no sleeps in assertions; a generous bound only to
-// turn a hang into a failure).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
 // sizes collects ObserveBatch calls.
 type sizes struct {
 	mu sync.Mutex

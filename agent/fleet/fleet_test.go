@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,17 +114,6 @@ func runAgent(t *testing.T, opts fleet.Options) *agent {
 	return &agent{Client: c, stop: stop}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func model(v string) map[string]wire.DesiredModel {
 	return map[string]wire.DesiredModel{"digits": {Ref: "127.0.0.1:5000/models/digits:" + v, Version: v}}
 }
@@ -137,7 +127,7 @@ func TestEnrollApplyRestartConverge(t *testing.T) {
 	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: tok, DeviceID: "edge-1",
 		AgentVersion: "1.2.3", Applier: app, Hardware: wire.Hardware{Providers: []string{"cpu"}}})
 
-	eventually(t, "device online", func() bool {
+	testenv.Eventually(t, "device online", 15*time.Second, func() bool {
 		d, err := h.Registry().Get(ctx, "edge-1")
 		return err == nil && d.IsOnline(time.Now()) && d.AgentVersion == "1.2.3" && d.HeartbeatSeconds == 1
 	})
@@ -150,7 +140,7 @@ func TestEnrollApplyRestartConverge(t *testing.T) {
 	if _, err := h.SetDesired(ctx, "edge-1", model("1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "revision 1 applied and reported", func() bool {
+	testenv.Eventually(t, "revision 1 applied and reported", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-1")
 		return d.AppliedRevision == 1 && d.Models["digits"].ActiveVersion == "1"
 	})
@@ -162,7 +152,7 @@ func TestEnrollApplyRestartConverge(t *testing.T) {
 	// Restart: no token needed, same identity, the retained revision 1 is
 	// a no-op.
 	a.stop()
-	eventually(t, "device offline after a clean stop", func() bool {
+	testenv.Eventually(t, "device offline after a clean stop", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-1")
 		return !d.Online
 	})
@@ -177,7 +167,7 @@ func TestEnrollApplyRestartConverge(t *testing.T) {
 	if id, ok := a2.Identity(); !ok || id.DeviceID != "edge-1" {
 		t.Fatalf("restarted agent identity %+v (re-enrolled?)", id)
 	}
-	eventually(t, "revision 3 applied after reconnecting", func() bool {
+	testenv.Eventually(t, "revision 3 applied after reconnecting", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-1")
 		return d.AppliedRevision == 3 && d.Models["digits"].ActiveVersion == "3"
 	})
@@ -195,32 +185,32 @@ func TestFailedRevisionNotRetried(t *testing.T) {
 	dir := t.TempDir()
 	app := &applier{failRev: 1}
 	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-f", Applier: app})
-	eventually(t, "online", func() bool {
+	testenv.Eventually(t, "online", 15*time.Second, func() bool {
 		d, err := h.Registry().Get(ctx, "edge-f")
 		return err == nil && d.Online
 	})
 	if _, err := h.SetDesired(ctx, "edge-f", model("bad")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "failure reported", func() bool {
+	testenv.Eventually(t, "failure reported", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-f")
 		return d.FailedRevision == 1 && strings.Contains(d.LastError, "golden vector")
 	})
 	// Reconnecting redelivers the retained revision 1: not applied again.
 	a.stop()
-	eventually(t, "offline", func() bool {
+	testenv.Eventually(t, "offline", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-f")
 		return !d.Online
 	})
 	a = runAgent(t, fleet.Options{Dir: dir, Applier: app})
-	eventually(t, "reconnected and reported", func() bool {
+	testenv.Eventually(t, "reconnected and reported", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-f")
 		return d.Online && d.FailedRevision == 1
 	})
 	if _, err := h.SetDesired(ctx, "edge-f", model("good")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "revision 2 applied", func() bool {
+	testenv.Eventually(t, "revision 2 applied", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-f")
 		return d.AppliedRevision == 2 && d.LastError == ""
 	})
@@ -239,14 +229,14 @@ func TestTransientFailureRetried(t *testing.T) {
 	h := startHub(t)
 	app := &applier{transient: 3}
 	runAgent(t, fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-t", Applier: app})
-	eventually(t, "online", func() bool {
+	testenv.Eventually(t, "online", 15*time.Second, func() bool {
 		d, err := h.Registry().Get(ctx, "edge-t")
 		return err == nil && d.Online
 	})
 	if _, err := h.SetDesired(ctx, "edge-t", model("1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "revision 1 applied after the retries", func() bool {
+	testenv.Eventually(t, "revision 1 applied after the retries", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-t")
 		return d.AppliedRevision == 1 && d.LastError == ""
 	})
@@ -377,7 +367,7 @@ func TestReconnectAcrossHubRestarts(t *testing.T) {
 			return err == nil && d.Online
 		}
 	}
-	eventually(t, "online", online(h))
+	testenv.Eventually(t, "online", 15*time.Second, online(h))
 
 	// Phase 1: the hub goes away under a connected agent; paho's
 	// automatic reconnection brings it back to the restarted hub.
@@ -386,7 +376,7 @@ func TestReconnectAcrossHubRestarts(t *testing.T) {
 	if _, err := h.SetDesired(ctx, "edge-r", model("1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "revision 1 applied after the hub restarted", func() bool {
+	testenv.Eventually(t, "revision 1 applied after the hub restarted", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-r")
 		return d.AppliedRevision == 1 && d.Online
 	})
@@ -400,7 +390,7 @@ func TestReconnectAcrossHubRestarts(t *testing.T) {
 	if _, err := h.SetDesired(ctx, "edge-r", model("2")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "revision 2 applied", func() bool {
+	testenv.Eventually(t, "revision 2 applied", 15*time.Second, func() bool {
 		d, _ := h.Registry().Get(ctx, "edge-r")
 		return d.AppliedRevision == 2
 	})

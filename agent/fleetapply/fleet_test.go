@@ -35,7 +35,7 @@ func TestFleetRollouts(t *testing.T) {
 	for i := range edges {
 		edges[i] = startEdge(t, t, th, fmt.Sprintf("edge-%d", i), t.TempDir(), logs)
 	}
-	waitFor(t, "agents online", 20*time.Second, func() bool {
+	testenv.Eventually(t, "agents online", 20*time.Second, func() bool {
 		devs, err := th.Registry().List(ctx, mustSelector(t, "site=berlin"))
 		online := 0
 		for _, dv := range devs {
@@ -53,7 +53,7 @@ func TestFleetRollouts(t *testing.T) {
 	allOn := func(t *testing.T, v, digest string, es []*edge) {
 		t.Helper()
 		for _, e := range es {
-			waitFor(t, e.id+" on version "+v, 20*time.Second, func() bool {
+			testenv.Eventually(t, e.id+" on version "+v, 20*time.Second, func() bool {
 				got, dg := e.active(t)
 				return got == v && (digest == "" || dg == digest)
 			})
@@ -163,7 +163,7 @@ func TestFleetRollouts(t *testing.T) {
 	t.Run("offline agent converges", func(t *testing.T) {
 		off := edges[n-1]
 		off.stop()
-		waitFor(t, "agent offline at the hub", 20*time.Second, func() bool {
+		testenv.Eventually(t, "agent offline at the hub", 20*time.Second, func() bool {
 			dv, err := th.Registry().Get(ctx, off.id)
 			return err == nil && !dv.IsOnline(time.Now())
 		})
@@ -178,7 +178,7 @@ func TestFleetRollouts(t *testing.T) {
 		tr.stop()
 		edges[n-1] = startEdge(t, top, th, off.id, off.dir, logs)
 		tr = startTraffic(edges, d)
-		waitFor(t, "returned agent updated", 30*time.Second, func() bool {
+		testenv.Eventually(t, "returned agent updated", 30*time.Second, func() bool {
 			return th.status(t, st.ID).Counts.Updated == n
 		})
 		allOn(t, "6", st.Spec.Digest, edges)
@@ -191,7 +191,7 @@ func TestFleetRollouts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "canary updated", 30*time.Second, func() bool {
+		testenv.Eventually(t, "canary updated", 30*time.Second, func() bool {
 			st := th.status(t, c.ID)
 			return st.Counts.Updated == 1 && st.Wave == 0
 		})

@@ -162,7 +162,7 @@ func (th *testHub) rollout(t *testing.T, spec rollout.Spec, want string) rollout
 func (th *testHub) waitFinal(t *testing.T, id, want string) rollout.Status {
 	t.Helper()
 	var st rollout.Status
-	waitFor(t, "rollout "+id+" "+want, 60*time.Second, func() bool {
+	testenv.Eventually(t, "rollout "+id+" "+want, 60*time.Second, func() bool {
 		st = th.status(t, id)
 		return rollout.Final(st.State)
 	})
@@ -361,17 +361,6 @@ func startTraffic(edges []*edge, d digits) *traffic {
 	}
 	tr.stop = func() { cancel(); wg.Wait() }
 	return tr
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // padModel appends an unknown field to a serialized ONNX model (readers

@@ -50,7 +50,7 @@ func TestHubDownThenBack(t *testing.T) {
 				t.Fatalf("queued %d of %d while the hub was down", st.Snapshots, n)
 			}
 			p.start()
-			eventually(t, 60*time.Second, "the backlog to drain", func() bool {
+			testenv.Eventually(t, "the backlog to drain", 60*time.Second, func() bool {
 				return a.tel.Queue().Stats().Snapshots == 0
 			})
 			checkExactlyOnce(t, p.store(), "edge-1", 1, n, tt.transport)
@@ -58,7 +58,7 @@ func TestHubDownThenBack(t *testing.T) {
 			// Steady state after the backlog: new snapshots keep
 			// flowing, still exactly once.
 			a.produce(t, 5)
-			eventually(t, 30*time.Second, "new snapshots", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+			testenv.Eventually(t, "new snapshots", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 			checkExactlyOnce(t, p.store(), "edge-1", 1, n+5, tt.transport)
 			tot, _ := p.store().Totals("edge-1", "digits", "1")
 			// produce sends i%3+1 requests per snapshot.
@@ -107,7 +107,7 @@ func TestBudgetHolds(t *testing.T) {
 		t.Fatalf("queue %+v: want about 10 kept and the rest of %d dropped", st, n)
 	}
 	p.start()
-	eventually(t, 30*time.Second, "the kept snapshots to arrive", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+	testenv.Eventually(t, "the kept snapshots to arrive", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 	checkExactlyOnce(t, p.store(), "edge-b", n-kept+1, n, TransportMQTT)
 	d, _ := p.store().Device("edge-b")
 	if d.Dropped != n-kept || d.Stored+d.Dropped != n {
@@ -138,7 +138,7 @@ func TestQUICBlockedFallsBackToMQTT(t *testing.T) {
 	}()
 	a := runAgent(t, dir, Options{Transport: TransportQUIC, DialTimeout: 300 * time.Millisecond}, hole.LocalAddr().String())
 	a.produce(t, 10)
-	eventually(t, 30*time.Second, "reports over MQTT", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+	testenv.Eventually(t, "reports over MQTT", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 	checkExactlyOnce(t, p.store(), "edge-f", 1, 10, TransportMQTT)
 	st := a.tel.Status()
 	if st.Fallbacks < 1 || st.Transport != TransportMQTT || st.Sent[TransportMQTT] != 10 {
@@ -154,7 +154,7 @@ func TestQUICResumesAndRefusesRevoked(t *testing.T) {
 	enrollDevice(t, p, dir, "edge-q")
 	a := runAgent(t, dir, Options{Transport: TransportQUIC, NoFallback: true}, "")
 	a.produce(t, 1)
-	eventually(t, 30*time.Second, "first report", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+	testenv.Eventually(t, "first report", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 	a.tel.mu.Lock()
 	qt := a.tel.transport.(*quicTransport)
 	a.tel.mu.Unlock()
@@ -163,7 +163,7 @@ func TestQUICResumesAndRefusesRevoked(t *testing.T) {
 	}
 	qt.Close()
 	a.produce(t, 1)
-	eventually(t, 30*time.Second, "second report", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+	testenv.Eventually(t, "second report", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 	if !qt.Resumed() {
 		t.Fatal("re-dial did not resume the TLS session")
 	}
@@ -205,7 +205,7 @@ func TestHubRestartDrain(t *testing.T) {
 			a := runAgent(t, dir, Options{Transport: transport, NoFallback: true, MinBackoff: time.Second,
 				MaxBackoff: DefaultMaxBackoff, AckTimeout: DefaultAckTimeout, DialTimeout: DefaultDialTimeout}, "")
 			a.produce(t, 5)
-			eventually(t, 30*time.Second, "first reports", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+			testenv.Eventually(t, "first reports", 30*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 			var qt *quicTransport
 			if transport == TransportQUIC {
 				a.tel.mu.Lock()
@@ -222,7 +222,7 @@ func TestHubRestartDrain(t *testing.T) {
 			a.produce(t, n)
 			p.start()
 			start := time.Now()
-			eventually(t, 60*time.Second, "the backlog to drain", func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
+			testenv.Eventually(t, "the backlog to drain", 60*time.Second, func() bool { return a.tel.Queue().Stats().Snapshots == 0 })
 			t.Logf("%s: backlog of %d snapshots drained %v after the hub restarted", transport, n, time.Since(start).Round(time.Millisecond))
 			checkExactlyOnce(t, p.store(), "edge-r", 1, n+5, transport)
 			if qt == nil {

@@ -195,17 +195,6 @@ func (a *agent) produce(t testing.TB, n int) {
 	}
 }
 
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkExactlyOnce asserts the hub stored seqs first..last of the
 // device's (single) stream once each, in order, over the transport.
 func checkExactlyOnce(t testing.TB, s *telemetry.Store, id string, first, last uint64, transport string) {

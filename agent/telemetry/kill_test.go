@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,7 +175,7 @@ func TestKill9(t *testing.T) {
 			c = startChild(t, dir, total, transport)
 			c.waitFor(t, "all snapshots taken", func(l string) bool { return l == "produced" })
 			p.start()
-			eventually(t, 60*time.Second, "the drain to start", func() bool {
+			testenv.Eventually(t, "the drain to start", 60*time.Second, func() bool {
 				d, _ := p.store().Device("edge-k")
 				return d.Stored >= 40
 			})

@@ -310,18 +310,6 @@ func (r *running) status(t testing.TB, model string) *update.Status {
 	return s
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // fastRetry makes retried downloads quick in tests.
 var fastRetry = ota.WithRetry(ota.Retry{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond})
 

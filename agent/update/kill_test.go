@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -128,7 +129,7 @@ func TestKillDuringUpdate(t *testing.T) {
 			}
 
 			r := startAgent(t, dir, func(c *config.Config) { c.Update.NoResume = !rn.resume })
-			waitFor(t, "recovery to finish", 30*time.Second, func() bool {
+			testenv.Eventually(t, "recovery to finish", 30*time.Second, func() bool {
 				s := r.status(t, "m")
 				return !s.Updating && s.Pending == nil
 			})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"slices"
 	"strings"
 	"sync"
@@ -199,7 +200,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 	}
 	waitMore := func(n int64) {
 		target := requests.Load() + n
-		waitFor(t, "traffic", 20*time.Second, func() bool { return requests.Load() >= target })
+		testenv.Eventually(t, "traffic", 20*time.Second, func() bool { return requests.Load() >= target })
 	}
 	waitMore(100)
 	switches := []func() string{

@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"io"
 	"os"
 	"os/exec"
@@ -180,7 +181,7 @@ func TestScale10k(t *testing.T) {
 
 	// Wait until the hub has heard from every device.
 	reg := h.Registry()
-	waitUntil(t, "every device online at the hub", 2*time.Minute, func() bool {
+	testenv.Eventually(t, "every device online at the hub", 2*time.Minute, func() bool {
 		devs, err := reg.List(ctx, mustSel(t, "fleet=scale"))
 		online := 0
 		for _, d := range devs {
@@ -221,7 +222,7 @@ func TestScale10k(t *testing.T) {
 		t.Fatal(err)
 	}
 	var waveAt []time.Duration
-	waitUntil(t, "rollout completed", 5*time.Minute, func() bool {
+	testenv.Eventually(t, "rollout completed", 5*time.Minute, func() bool {
 		s, err := h.Rollouts().Get(ctx, st.ID, false)
 		if err != nil {
 			t.Fatal(err)
@@ -287,15 +288,4 @@ func roundAll(ds []time.Duration) []time.Duration {
 		out[i] = d.Round(10 * time.Millisecond)
 	}
 	return out
-}
-
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

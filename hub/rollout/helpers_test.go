@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"net"
 	"strings"
 	"sync"
@@ -166,18 +167,6 @@ func (th *testHub) fleet(t *testing.T, n int, opts fleetsim.Options) *fleetsim.F
 	return f
 }
 
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // status returns a rollout's status with its devices.
 func (th *testHub) status(t *testing.T, id string) rollout.Status {
 	t.Helper()
@@ -192,7 +181,7 @@ func (th *testHub) status(t *testing.T, id string) rollout.Status {
 func (th *testHub) waitState(t *testing.T, id, state string) rollout.Status {
 	t.Helper()
 	var st rollout.Status
-	waitFor(t, "rollout "+id+" "+state, 20*time.Second, func() bool {
+	testenv.Eventually(t, "rollout "+id+" "+state, 20*time.Second, func() bool {
 		st = th.status(t, id)
 		if rollout.Final(st.State) && st.State != state {
 			t.Fatalf("rollout %s ended %s (%s), want %s", id, st.State, st.Reason, state)
@@ -206,7 +195,7 @@ func (th *testHub) waitState(t *testing.T, id, state string) rollout.Status {
 // before its bake time, and moves the clock past it.
 func (th *testHub) bakeWave(t *testing.T, id string, w int, bake time.Duration) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("wave %d of %s settled", w, id), 20*time.Second, func() bool {
+	testenv.Eventually(t, fmt.Sprintf("wave %d of %s settled", w, id), 20*time.Second, func() bool {
 		st := th.status(t, id)
 		if st.State != rollout.StateRunning {
 			t.Fatalf("rollout %s is %s (%s) in wave %d", id, st.State, st.Reason, w)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestCanaryRolloutCompletes(t *testing.T) {
 
 	// 10 matching devices: waves of 1, 5 and 10.
 	for w, want := range []int{1, 5, 10} {
-		waitFor(t, fmt.Sprintf("wave %d updated", w), 20*time.Second, func() bool {
+		testenv.Eventually(t, fmt.Sprintf("wave %d updated", w), 20*time.Second, func() bool {
 			st = th.status(t, id)
 			return st.Wave == w && st.Counts.Updated == want
 		})
@@ -154,7 +155,7 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 			ref, _ := th.push(t, model, "2")
 			id := th.create(t, rollout.Spec{Model: model, Ref: ref, Waves: []float64{20, 100}, Bake: rollout.Duration(time.Hour), Gates: tt.gates})
 			if tt.sustained {
-				waitFor(t, "latency breach held back", 20*time.Second, func() bool {
+				testenv.Eventually(t, "latency breach held back", 20*time.Second, func() bool {
 					st := th.status(t, id)
 					for _, g := range st.Gates {
 						if g.Name == tt.reason && !g.OK {
@@ -187,7 +188,7 @@ func TestGateBreachRollsBackFleetWide(t *testing.T) {
 			}
 			// Every device runs version 1 again, and those outside the canary
 			// wave were never asked for version 2.
-			waitFor(t, "fleet back on version 1", 10*time.Second, func() bool {
+			testenv.Eventually(t, "fleet back on version 1", 10*time.Second, func() bool {
 				for _, v := range active(f, model) {
 					if v != "1" {
 						return false
@@ -247,7 +248,7 @@ func TestPauseResumeAbortAndManualRollback(t *testing.T) {
 	rs := th.Rollouts()
 	const bake = time.Hour
 	id := th.create(t, rollout.Spec{Model: model, Ref: ref, Waves: []float64{25, 100}, Bake: rollout.Duration(bake)})
-	waitFor(t, "canary updated", 20*time.Second, func() bool { return th.status(t, id).Counts.Updated == 1 })
+	testenv.Eventually(t, "canary updated", 20*time.Second, func() bool { return th.status(t, id).Counts.Updated == 1 })
 
 	// A second rollout of the model is refused while this one runs.
 	if _, err := rs.Create(ctx, rollout.Spec{Model: model, Ref: ref}); !errors.Is(err, rollout.ErrConflict) {
@@ -264,7 +265,7 @@ func TestPauseResumeAbortAndManualRollback(t *testing.T) {
 	if _, err := rs.Resume(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "promotion after resume", 20*time.Second, func() bool { return th.status(t, id).Counts.Updated == 4 })
+	testenv.Eventually(t, "promotion after resume", 20*time.Second, func() bool { return th.status(t, id).Counts.Updated == 4 })
 
 	// An operator rolls the whole rollout back.
 	if _, err := rs.Rollback(ctx, id); err != nil {
@@ -274,7 +275,7 @@ func TestPauseResumeAbortAndManualRollback(t *testing.T) {
 	if st.Counts.Reverted != 4 || !strings.Contains(st.Reason, "operator") {
 		t.Fatalf("after rollback: counts %+v reason %q", st.Counts, st.Reason)
 	}
-	waitFor(t, "fleet on version 1", 10*time.Second, func() bool {
+	testenv.Eventually(t, "fleet on version 1", 10*time.Second, func() bool {
 		for _, v := range active(f, model) {
 			if v != "1" {
 				return false
@@ -292,7 +293,7 @@ func TestPauseResumeAbortAndManualRollback(t *testing.T) {
 	// Abort leaves devices where they are.
 	ref3, _ := th.push(t, model, "3")
 	id3 := th.create(t, rollout.Spec{Model: model, Ref: ref3, Waves: []float64{25, 100}, Bake: rollout.Duration(bake)})
-	waitFor(t, "canary of 3 updated", 20*time.Second, func() bool { return th.status(t, id3).Counts.Updated == 1 })
+	testenv.Eventually(t, "canary of 3 updated", 20*time.Second, func() bool { return th.status(t, id3).Counts.Updated == 1 })
 	if _, err := rs.Abort(ctx, id3); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +324,7 @@ func TestOfflineAndLateDevicesConverge(t *testing.T) {
 	th.baseline(t, model, "1")
 	off := f.Devices()[4]
 	off.GoOffline()
-	waitFor(t, "device offline at the hub", 10*time.Second, func() bool {
+	testenv.Eventually(t, "device offline at the hub", 10*time.Second, func() bool {
 		d, _ := th.Registry().Get(context.Background(), off.ID)
 		return !d.Online
 	})
@@ -345,7 +346,7 @@ func TestOfflineAndLateDevicesConverge(t *testing.T) {
 	// included as well.
 	off.GoOnline()
 	late := th.fleet(t, 1, fleetsim.Options{IDPrefix: "late-", Health: healthy})
-	waitFor(t, "offline and late devices updated", 20*time.Second, func() bool {
+	testenv.Eventually(t, "offline and late devices updated", 20*time.Second, func() bool {
 		st = th.status(t, id)
 		return st.Counts.Updated == 6
 	})
@@ -365,7 +366,7 @@ func TestHubRestartMidRollout(t *testing.T) {
 	const bake = time.Hour
 	id := th.create(t, rollout.Spec{Model: model, Ref: ref, Waves: []float64{30, 100}, Bake: rollout.Duration(bake)})
 	var settled time.Time
-	waitFor(t, "canary settled", 20*time.Second, func() bool {
+	testenv.Eventually(t, "canary settled", 20*time.Second, func() bool {
 		st := th.status(t, id)
 		settled = st.Settled
 		return st.Counts.Updated == 2 && !st.Settled.IsZero()
@@ -380,7 +381,7 @@ func TestHubRestartMidRollout(t *testing.T) {
 	if st.State != rollout.StateRunning || st.Wave != 0 || st.Counts.Assigned != 2 || st.Spec.Digest != digest {
 		t.Fatalf("after restart: %s wave %d counts %+v", st.State, st.Wave, st.Counts)
 	}
-	waitFor(t, "devices reconnected", 20*time.Second, func() bool {
+	testenv.Eventually(t, "devices reconnected", 20*time.Second, func() bool {
 		for _, d := range f.Devices() {
 			if d.Connects() <= before[d.ID] {
 				return false
@@ -391,7 +392,7 @@ func TestHubRestartMidRollout(t *testing.T) {
 	// The wave settles again (its canaries are back online) at the same
 	// time: the bake time counts from their activations, kept across the
 	// restart.
-	waitFor(t, "canary settled again", 20*time.Second, func() bool {
+	testenv.Eventually(t, "canary settled again", 20*time.Second, func() bool {
 		st = th.status(t, id)
 		return st.Settled.Equal(settled)
 	})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	ortrt "github.com/edgefleet/edgefleet/agent/runtime"
 	shared "github.com/edgefleet/edgefleet/deploy/testenv"
@@ -15,6 +16,12 @@ import (
 
 // RepoRoot returns the repository root (the folder holding go.mod).
 func RepoRoot() string { return shared.RepoRoot() }
+
+// Eventually is deploy/testenv.Eventually, for tests that import this package.
+func Eventually(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	shared.Eventually(t, what, timeout, cond)
+}
 
 // DepsDir returns $EDGEFLEET_DEPS or <repo>/.deps.
 func DepsDir() string { return shared.DepsDir() }
