@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/edgefleet/edgefleet/deploy/testenv"
+	"github.com/edgefleet/edgefleet/hub/hubtest"
 	"strings"
 	"sync"
 	"testing"
@@ -18,34 +19,6 @@ import (
 
 // These tests run the real hub in-process (the fleet package itself does
 // not import it; only its tests do).
-
-func startHub(t *testing.T) *hub.Hub {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, hub.Options{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", RegistryAddr: hub.Off})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return h
-}
-
-func token(t *testing.T, h *hub.Hub, opts enroll.TokenOptions) string {
-	t.Helper()
-	tok, _, err := h.CreateToken(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
 
 // applier records what it is asked to apply; failRev makes one revision
 // fail (the fault the tests inject).
@@ -120,10 +93,10 @@ func model(v string) map[string]wire.DesiredModel {
 
 func TestEnrollApplyRestartConverge(t *testing.T) {
 	ctx := context.Background()
-	h := startHub(t)
+	h := hubtest.Start(t, hub.Options{})
 	dir := t.TempDir()
 	app := &applier{}
-	tok := token(t, h, enroll.TokenOptions{Labels: map[string]string{"site": "berlin"}})
+	tok := h.Token(t, enroll.TokenOptions{Labels: map[string]string{"site": "berlin"}})
 	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: tok, DeviceID: "edge-1",
 		AgentVersion: "1.2.3", Applier: app, Hardware: wire.Hardware{Providers: []string{"cpu"}}})
 
@@ -181,10 +154,10 @@ func TestEnrollApplyRestartConverge(t *testing.T) {
 
 func TestFailedRevisionNotRetried(t *testing.T) {
 	ctx := context.Background()
-	h := startHub(t)
+	h := hubtest.Start(t, hub.Options{})
 	dir := t.TempDir()
 	app := &applier{failRev: 1}
-	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-f", Applier: app})
+	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: h.Token(t, enroll.TokenOptions{}), DeviceID: "edge-f", Applier: app})
 	testenv.Eventually(t, "online", 15*time.Second, func() bool {
 		d, err := h.Registry().Get(ctx, "edge-f")
 		return err == nil && d.Online
@@ -226,9 +199,9 @@ func TestFailedRevisionNotRetried(t *testing.T) {
 // the old version after space returned.
 func TestTransientFailureRetried(t *testing.T) {
 	ctx := context.Background()
-	h := startHub(t)
+	h := hubtest.Start(t, hub.Options{})
 	app := &applier{transient: 3}
-	runAgent(t, fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-t", Applier: app})
+	runAgent(t, fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: h.Token(t, enroll.TokenOptions{}), DeviceID: "edge-t", Applier: app})
 	testenv.Eventually(t, "online", 15*time.Second, func() bool {
 		d, err := h.Registry().Get(ctx, "edge-t")
 		return err == nil && d.Online
@@ -250,8 +223,8 @@ func TestTransientFailureRetried(t *testing.T) {
 }
 
 func TestEnrollmentRefusals(t *testing.T) {
-	h := startHub(t)
-	used := token(t, h, enroll.TokenOptions{})
+	h := hubtest.Start(t, hub.Options{})
+	used := h.Token(t, enroll.TokenOptions{})
 	c, err := fleet.New(fleet.Options{Dir: t.TempDir(), HubURL: h.APIURL(), Token: used, Applier: &applier{}})
 	if err != nil {
 		t.Fatal(err)
@@ -259,9 +232,9 @@ func TestEnrollmentRefusals(t *testing.T) {
 	if _, err := c.Enroll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	fresh := token(t, h, enroll.TokenOptions{})
+	fresh := h.Token(t, enroll.TokenOptions{})
 	secret, _, _ := wire.ParseToken(fresh)
-	otherHub := startHub(t)
+	otherHub := hubtest.Start(t, hub.Options{})
 	tests := []struct {
 		name  string
 		token string
@@ -327,52 +300,20 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
-// startHubAt runs a hub on a data folder and fixed addresses (to restart
-// one where its agents expect it).
-func startHubAt(t *testing.T, dir, api, mqtt string) (*hub.Hub, func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, hub.Options{DataDir: dir, APIAddr: api, MQTTAddr: mqtt, RegistryAddr: hub.Off})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return h, stop
-}
-
 func TestReconnectAcrossHubRestarts(t *testing.T) {
 	ctx := context.Background()
-	hubDir := t.TempDir()
-	h, stop := startHubAt(t, hubDir, "127.0.0.1:0", "127.0.0.1:0")
-	apiAddr := strings.TrimPrefix(h.APIURL(), "https://")
-	mqttAddr := strings.TrimPrefix(h.MQTTURL(), "mqtts://")
+	h := hubtest.Start(t, hub.Options{})
 	app := &applier{}
 	dir := t.TempDir()
-	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: token(t, h, enroll.TokenOptions{}), DeviceID: "edge-r", Applier: app})
-	online := func(h *hub.Hub) func() bool {
-		return func() bool {
-			d, err := h.Registry().Get(ctx, "edge-r")
-			return err == nil && d.Online
-		}
-	}
-	testenv.Eventually(t, "online", 15*time.Second, online(h))
+	a := runAgent(t, fleet.Options{Dir: dir, HubURL: h.APIURL(), Token: h.Token(t, enroll.TokenOptions{}), DeviceID: "edge-r", Applier: app})
+	testenv.Eventually(t, "online", 15*time.Second, func() bool {
+		d, err := h.Registry().Get(ctx, "edge-r")
+		return err == nil && d.Online
+	})
 
 	// Phase 1: the hub goes away under a connected agent; paho's
 	// automatic reconnection brings it back to the restarted hub.
-	stop()
-	h, stop = startHubAt(t, hubDir, apiAddr, mqttAddr)
+	h.Restart()
 	if _, err := h.SetDesired(ctx, "edge-r", model("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -383,10 +324,10 @@ func TestReconnectAcrossHubRestarts(t *testing.T) {
 
 	// Phase 2: the agent starts while the hub is down; its own backoff
 	// loop connects once the hub is back.
-	stop()
+	h.Stop()
 	a.stop()
 	a = runAgent(t, fleet.Options{Dir: dir, Applier: app})
-	h, _ = startHubAt(t, hubDir, apiAddr, mqttAddr)
+	h.Restart()
 	if _, err := h.SetDesired(ctx, "edge-r", model("2")); err != nil {
 		t.Fatal(err)
 	}
