@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,13 +78,13 @@ func TestRunAgentImageWithRunc(t *testing.T) {
 		return exec.Command(runc, append([]string{"--root", state}, args...)...)
 	}
 	var n int
-	start := func(args ...string) (id string, done chan struct{}, out *syncBuffer) {
+	start := func(args ...string) (id string, done chan struct{}, out *testenv.Buffer) {
 		t.Helper()
 		n++
 		id = fmt.Sprintf("edgefleet-test-%d-%d", os.Getpid(), n)
 		writeRuncConfig(t, runc, bundle, cf, vol, append(append([]string{}, cf.Config.Entrypoint...), args...))
 		cmd := runcCmd("run", "--bundle", bundle, id)
-		out = &syncBuffer{}
+		out = &testenv.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -251,7 +252,7 @@ func TestArm64UnderQemu(t *testing.T) {
 	port := freePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cmd := qemuCmd("agent", "--data", data, "--http", fmt.Sprintf("127.0.0.1:%d", port), "--grpc", "off")
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

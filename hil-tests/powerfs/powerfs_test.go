@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,25 +17,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 )
-
-// needFUSE skips without root or /dev/fuse, except under CI=true, where a
-// missing dependency is a failure.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root to mount FUSE"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
 
 func mount(t *testing.T, f *FS, dir string) *Mount {
 	t.Helper()
@@ -65,7 +47,7 @@ func syncPath(t *testing.T, p string) {
 }
 
 func TestPowerCutKeepsOnlySyncedState(t *testing.T) {
-	needFUSE(t)
+	testenv.RequireFUSE(t)
 	f := New(Options{})
 	dir := filepath.Join(t.TempDir(), "mnt")
 	m := mount(t, f, dir)
@@ -130,7 +112,7 @@ func TestPowerCutKeepsOnlySyncedState(t *testing.T) {
 }
 
 func TestCapacityGivesENOSPC(t *testing.T) {
-	needFUSE(t)
+	testenv.RequireFUSE(t)
 	f := New(Options{Capacity: 64 << 10})
 	dir := filepath.Join(t.TempDir(), "mnt")
 	m := mount(t, f, dir)
@@ -158,7 +140,7 @@ func TestCapacityGivesENOSPC(t *testing.T) {
 // transaction the process saw committed. The directory is synced once
 // after the file is created (bbolt itself does not).
 func TestBoltSurvivesPowerCuts(t *testing.T) {
-	needFUSE(t)
+	testenv.RequireFUSE(t)
 	if os.Getenv("POWERFS_BOLT_CHILD") != "" {
 		t.Skip("child")
 	}

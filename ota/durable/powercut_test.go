@@ -1,6 +1,7 @@
 package durable_test
 
 import (
+	"github.com/edgefleet/edgefleet/deploy/testenv"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,29 +10,11 @@ import (
 	"github.com/edgefleet/edgefleet/ota/durable"
 )
 
-// needFUSE skips without root or /dev/fuse, except under CI=true.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root to mount FUSE"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
-
 // TestSurvivesPowerCut (root, FUSE) is the regression test for the HIL power-cut
 // finding: files the agent synced vanished with their directory entries.
 // On powerfs only synced data and synced directory entries survive a cut.
 func TestSurvivesPowerCut(t *testing.T) {
-	needFUSE(t)
+	testenv.RequireFUSE(t)
 	fsys := powerfs.New(powerfs.Options{})
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	m, err := fsys.Mount(mnt)
